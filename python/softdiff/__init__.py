@@ -1,0 +1,48 @@
+"""softdiff: Soft Diffusion (Daras et al., "Soft Diffusion: Score Matching for General Corruptions", 2022).
+
+Diffusion whose forward process is a linear degradation plus Gaussian noise, x_t = C_t x_0 + σ_t η,
+trained with Soft Score Matching and sampled with the Momentum Sampler. See DESIGN §2.2 for the API:
+
+    import softdiff as sd
+    proc = sd.SoftDiffusionProcess(sd.DCTBlur(), noise=sd.GeometricNoise(0.02, 100.0),
+                                   levels=sd.LevelSchedule.sin2(11.5))
+    x_t = proc.corrupt(x0, t)
+    loss = sd.soft_score_matching_loss(denoiser, x0, proc)
+    x = sd.sample(denoiser, proc, (16, 3, 32, 32), steps=100, sampler="momentum", seeds=range(16))
+"""
+
+from . import oracle, samplers
+from .denoiser import Denoiser, edm_scalings
+from .losses import loss_weight, soft_score_matching_loss, stratified_times
+from .operators import DCTBlur, Identity, Masking, Operator, operator_from_dict
+from .prior import DCTGaussianPrior, GaussianPrior
+from .process import SoftDiffusionProcess
+from .samplers import momentum_ode_step, momentum_step, naive_step, sample, time_grid
+from .schedules import GeometricNoise, LevelSchedule
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DCTBlur",
+    "DCTGaussianPrior",
+    "Denoiser",
+    "GaussianPrior",
+    "GeometricNoise",
+    "Identity",
+    "LevelSchedule",
+    "Masking",
+    "Operator",
+    "SoftDiffusionProcess",
+    "edm_scalings",
+    "loss_weight",
+    "momentum_ode_step",
+    "momentum_step",
+    "naive_step",
+    "operator_from_dict",
+    "oracle",
+    "sample",
+    "samplers",
+    "soft_score_matching_loss",
+    "stratified_times",
+    "time_grid",
+]

@@ -1,0 +1,154 @@
+"""The prior p_1 from which sampling starts (DESIGN §1.4): the law of x_1 = C_1 x_0 + σ_1 η.
+
+- :class:`GaussianPrior` (default): N(C_1 μ, σ_1² I) with a fixed mean image μ (0 by default). Accurate when
+  σ_1 is far above the data scale, as in the paper's variance-exploding setups.
+- :class:`DCTGaussianPrior`: a Gaussian fitted to C_1 x_0 in the DCT basis: per frequency (k, l) the mean
+  m_{kl} ∈ R^C and the C×C covariance Σ_{kl} across channels of the DCT coefficients z = DCT2(C_1 x_0), then
+  Σ_{kl} + σ_1² I. Needed when σ_1 is small (blur with low noise): then p_1 is far from N(C_1 μ, σ_1² I).
+  Keeping the channel covariance (not only per-coefficient variances) keeps the colours of the blurred
+  images right; with one channel it is exactly a per-coefficient mean and variance.
+
+Both draw η with the counter-based generator (stream 0), so x_1 of a seed never depends on its batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+
+import softdiff_kernels as sk
+
+from ._checks import check_images
+
+PRIOR_STREAM = 0
+
+
+class GaussianPrior:
+    """x_1 ~ N(C_1 μ, σ_1² I) with ``mean`` μ a float or a ``[C, H, W]`` tensor."""
+
+    kind = "isotropic"
+
+    def __init__(self, mean: float | torch.Tensor = 0.0):
+        if isinstance(mean, torch.Tensor) and mean.dim() != 3:
+            raise ValueError(f"mean must be a float or a [C, H, W] tensor; got shape {tuple(mean.shape)}")
+        self.mean = mean
+
+    def sample(self, process, shape, seeds: torch.Tensor, *, dtype: torch.dtype) -> torch.Tensor:
+        """x_1 ``[B, C, H, W]`` for int64 ``seeds`` ``[B]``."""
+        batch = seeds.shape[0]
+        ones = torch.ones(batch, dtype=torch.float32, device=seeds.device)
+        t_one = torch.ones(batch, dtype=torch.float64, device=seeds.device)
+        mean = torch.as_tensor(self.mean, dtype=dtype, device=seeds.device).expand(batch, *shape)
+        sigma_1 = process.sigma(t_one)
+        return process.operator.combine(
+            mean.contiguous(), [process.level(t_one)], [ones], beta=sigma_1, seeds=seeds, stream=PRIOR_STREAM
+        )
+
+    def state_dict(self) -> dict:
+        return {"kind": self.kind, "mean": self.mean}
+
+
+class DCTGaussianPrior:
+    """x_1 = IDCT2(m + L η) with per-frequency means ``mean`` ``[C, H, W]`` and Cholesky factors ``scale_tril``
+    ``[H, W, C, C]`` of Σ_{kl} + σ_1² I. Build it with :meth:`fit` (or ``SoftDiffusionProcess.fit_prior``)."""
+
+    kind = "dct_gaussian"
+
+    def __init__(self, mean: torch.Tensor, covariance: torch.Tensor, *, sigma_1: float, level_1: float, count: int):
+        channels, height, width = mean.shape
+        if covariance.shape != (height, width, channels, channels):
+            raise ValueError(
+                f"covariance must have shape [{height}, {width}, {channels}, {channels}]; got {tuple(covariance.shape)}"
+            )
+        self.mean = mean.to(torch.float64)
+        self.covariance = covariance.to(torch.float64)  # of DCT2(C_1 x_0), without the noise
+        self.sigma_1 = float(sigma_1)
+        self.level_1 = float(level_1)
+        self.count = int(count)
+        eye = torch.eye(channels, dtype=torch.float64)
+        self.scale_tril = torch.linalg.cholesky(self.covariance + self.sigma_1**2 * eye)
+
+    @classmethod
+    @torch.no_grad()
+    def fit(cls, data: torch.Tensor | Iterable[torch.Tensor], process, *, batch_size: int = 512) -> DCTGaussianPrior:
+        """Fit to ``data``: a ``[N, C, H, W]`` tensor or an iterable of such batches (in [-1, 1])."""
+        batches = data.split(batch_size) if isinstance(data, torch.Tensor) else data
+        total = total_outer = None
+        count = 0
+        for i, x0 in enumerate(batches):
+            check_images(f"data batch {i}", x0)
+            t_one = torch.ones(x0.shape[0], dtype=torch.float64, device=x0.device)
+            z = sk.dct2(process.apply(x0.to(torch.float64), t_one)).cpu()  # [B, C, H, W]
+            z = z.permute(2, 3, 0, 1)  # [H, W, B, C]
+            if total is None:
+                shape = x0.shape[1:]
+                total = torch.zeros(shape[1], shape[2], shape[0], dtype=torch.float64)
+                total_outer = torch.zeros(shape[1], shape[2], shape[0], shape[0], dtype=torch.float64)
+            elif x0.shape[1:] != shape:
+                raise ValueError(
+                    f"data batch {i} has images of shape {tuple(x0.shape[1:])}; earlier batches had {tuple(shape)}"
+                )
+            total += z.sum(dim=2)
+            total_outer += z.transpose(-1, -2) @ z
+            count += x0.shape[0]
+        if count < 2:
+            raise ValueError(f"fitting the prior needs at least 2 images; got {count}")
+        mean = total / count  # [H, W, C]
+        covariance = (total_outer - count * mean[..., :, None] * mean[..., None, :]) / (count - 1)
+        t_one = torch.ones(1, dtype=torch.float64)
+        return cls(
+            mean.permute(2, 0, 1),
+            covariance,
+            sigma_1=float(process.sigma(t_one)),
+            level_1=float(process.level(t_one)),
+            count=count,
+        )
+
+    def check_matches(self, process) -> None:
+        """Raise if the process's σ(1) or level(1) differ from those the prior was fitted for."""
+        t_one = torch.ones(1, dtype=torch.float64)
+        sigma_1, level_1 = float(process.sigma(t_one)), float(process.level(t_one))
+        if not (
+            math.isclose(sigma_1, self.sigma_1, rel_tol=1e-6)
+            and math.isclose(level_1, self.level_1, rel_tol=1e-6, abs_tol=1e-9)
+        ):
+            raise ValueError(
+                f"the prior was fitted for sigma(1)={self.sigma_1:g}, level(1)={self.level_1:g} but "
+                f"the process has sigma(1)={sigma_1:g}, level(1)={level_1:g}; fit it again"
+            )
+
+    def sample(self, process, shape, seeds: torch.Tensor, *, dtype: torch.dtype) -> torch.Tensor:
+        if tuple(shape) != tuple(self.mean.shape):
+            raise ValueError(
+                f"the prior was fitted on images of shape {tuple(self.mean.shape)}; asked for {tuple(shape)}"
+            )
+        self.check_matches(process)
+        device = seeds.device
+        eta = sk.seeded_normal(seeds, tuple(shape), PRIOR_STREAM).to(torch.float64)  # [B, C, H, W]
+        scale_tril = self.scale_tril.to(device)  # [H, W, C, C]
+        correlated = torch.einsum("hwij,bjhw->bihw", scale_tril, eta)
+        return sk.idct2(self.mean.to(device) + correlated).to(dtype)
+
+    def state_dict(self) -> dict:
+        return {
+            "kind": self.kind,
+            "mean": self.mean,
+            "covariance": self.covariance,
+            "sigma_1": self.sigma_1,
+            "level_1": self.level_1,
+            "count": self.count,
+        }
+
+
+def prior_from_state_dict(state: dict) -> GaussianPrior | DCTGaussianPrior:
+    """Rebuild a prior from its ``state_dict()``."""
+    kind = state.get("kind")
+    if kind == GaussianPrior.kind:
+        return GaussianPrior(state["mean"])
+    if kind == DCTGaussianPrior.kind:
+        return DCTGaussianPrior(
+            state["mean"], state["covariance"], sigma_1=state["sigma_1"], level_1=state["level_1"], count=state["count"]
+        )
+    raise ValueError(f"unknown prior kind {kind!r}; expected 'isotropic' or 'dct_gaussian'")

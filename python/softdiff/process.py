@@ -1,0 +1,138 @@
+"""The forward process (DESIGN §1.1): x_t = C_t x_0 + σ_t η, η ~ N(0, I), so q_t(x_t | x_0) = N(C_t x_0, σ_t² I),
+
+with C_t = operator(level(t)) and σ_t = noise(t). The prior p_1 (§1.4) belongs to the process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+
+from ._checks import as_seeds, as_times, check_images
+from .operators import Operator, operator_from_dict
+from .prior import DCTGaussianPrior, GaussianPrior, prior_from_state_dict
+from .schedules import GeometricNoise, LevelSchedule
+
+CORRUPT_STREAM = 0
+
+
+class SoftDiffusionProcess:
+    """x_t = C_t x_0 + σ_t η with C_t = ``operator``(``levels``(t)) and σ_t = ``noise``(t).
+
+    Args:
+        operator: an :class:`~softdiff.operators.Operator` (``DCTBlur()``, ``Identity()``, ``Masking()``).
+        noise: σ(t), e.g. ``GeometricNoise(0.02, 100.0)``; must be > 0 (keyword).
+        levels: level(t), e.g. ``LevelSchedule.sin2(11.5)`` (keyword).
+        prior: the law of x_1; ``GaussianPrior()`` (N(0, σ_1² I)) by default, or a fitted ``DCTGaussianPrior``.
+    """
+
+    def __init__(self, operator: Operator, *, noise: GeometricNoise, levels: LevelSchedule, prior=None):
+        if not isinstance(operator, Operator):
+            raise TypeError(f"operator must be a softdiff Operator (DCTBlur, Identity, Masking); got {operator!r}")
+        if not isinstance(noise, GeometricNoise):
+            raise TypeError(f"noise must be a GeometricNoise; got {noise!r}")
+        if not isinstance(levels, LevelSchedule):
+            raise TypeError(f"levels must be a LevelSchedule; got {levels!r}")
+        operator.check_levels(torch.tensor(levels.levels, dtype=torch.float64))
+        self.operator = operator
+        self.noise = noise
+        self.levels = levels
+        self.prior = GaussianPrior() if prior is None else prior
+
+    def sigma(self, t: torch.Tensor) -> torch.Tensor:
+        """σ_t for t ``[B]`` in [0, 1] -> ``[B]``."""
+        return self.noise(t)
+
+    def level(self, t: torch.Tensor) -> torch.Tensor:
+        """The operator level at t ``[B]`` -> ``[B]``."""
+        return self.levels(t)
+
+    def apply(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+        """C_t x for x ``[B, C, H, W]`` and t ``[B]`` (or a float)."""
+        check_images("x", x)
+        t = as_times("t", t, x.shape[0], device=x.device)
+        level = self.level(t)
+        return self.operator.combine(x, [level], [torch.ones_like(level)])
+
+    def corrupt(
+        self,
+        x0: torch.Tensor,
+        t: torch.Tensor | float,
+        noise: torch.Tensor | None = None,
+        seed: int | Sequence[int] | torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x_t = C_t x_0 + σ_t η in one fused op.
+
+        Args:
+            x0: clean images ``[B, C, H, W]``.
+            t: ``[B]`` (or a float) in [0, 1].
+            noise: explicit η ``[B, C, H, W]`` (exact tests).
+            seed: instead of ``noise``: an int s (sample b uses seed s + b) or one seed per sample; η is then
+                drawn by the counter-based generator (stream 0), the same on every device and backend.
+            With neither, η comes from ``torch.randn`` (the global generator).
+        Returns:
+            x_t ``[B, C, H, W]`` in the dtype of ``x0``.
+        """
+        check_images("x0", x0)
+        batch = x0.shape[0]
+        t = as_times("t", t, batch, device=x0.device)
+        if noise is not None and seed is not None:
+            raise ValueError("pass noise or seed, not both")
+        seeds = None
+        if seed is not None:
+            if isinstance(seed, int) and not isinstance(seed, bool):
+                seed = range(seed, seed + batch)
+            seeds = as_seeds("seed", seed, batch, device=x0.device)
+        elif noise is None:
+            noise = torch.randn_like(x0)
+        else:
+            check_images("noise", noise, like=x0, like_name="x0")
+        level = self.level(t)
+        return self.operator.combine(
+            x0, [level], [torch.ones_like(level)], beta=self.sigma(t), noise=noise, seeds=seeds, stream=CORRUPT_STREAM
+        )
+
+    def sample_prior(
+        self,
+        shape: Sequence[int],
+        seeds: Sequence[int] | torch.Tensor,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> torch.Tensor:
+        """x_1 ~ p_1, one image of ``shape`` = (C, H, W) per seed -> ``[B, C, H, W]``."""
+        if len(shape) != 3 or any(not isinstance(n, int) or n < 1 for n in shape):
+            raise ValueError(f"shape must be (C, H, W) of positive ints; got {tuple(shape)}")
+        seeds = as_seeds("seeds", seeds, len(seeds), device=torch.device(device))
+        return self.prior.sample(self, tuple(shape), seeds, dtype=dtype)
+
+    def fit_prior(self, data: torch.Tensor | Iterable[torch.Tensor], *, batch_size: int = 512) -> DCTGaussianPrior:
+        """Fit p_1 as a Gaussian in the DCT basis to C_1 x_0 over ``data`` (``[N, C, H, W]`` or batches of it),
+        make it this process's prior and return it."""
+        self.prior = DCTGaussianPrior.fit(data, self, batch_size=batch_size)
+        return self.prior
+
+    def to_dict(self) -> dict:
+        """Everything needed to rebuild the process (prior statistics included); ``torch.save``-able."""
+        return {
+            "operator": self.operator.to_dict(),
+            "noise": self.noise.to_dict(),
+            "levels": self.levels.to_dict(),
+            "prior": self.prior.state_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, config: dict) -> SoftDiffusionProcess:
+        return cls(
+            operator_from_dict(config["operator"]),
+            noise=GeometricNoise.from_dict(config["noise"]),
+            levels=LevelSchedule.from_dict(config["levels"]),
+            prior=prior_from_state_dict(config["prior"]),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"SoftDiffusionProcess({self.operator!r}, noise={self.noise!r}, levels={self.levels!r}, "
+            f"prior={type(self.prior).__name__})"
+        )

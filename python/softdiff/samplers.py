@@ -1,0 +1,166 @@
+"""Samplers (DESIGN §1.3). With x̂_0 = D(x_t, t), C = C_t, C' = C_{t'}, σ = σ_t, σ' = σ_{t'}, t' < t:
+
+    naive         x_{t'} = C' x̂_0 + σ' η                                            (paper, Algorithm 1)
+    momentum      x_{t'} = C' x̂_0 + (σ'²/σ²)(x_t − C x̂_0) + √(σ² − σ'²) η          (Algorithm 2, closed form)
+    momentum_ode  x_{t'} = C' x̂_0 + (σ'/σ)(x_t − C x̂_0)                            (probability flow)
+
+Limits: with C ≡ I momentum is the variance-exploding reverse-diffusion step of Song et al. and momentum_ode
+is DDIM (Euler for VE); with σ' = σ momentum is Cold Diffusion's improved step x_t + (C' − C) x̂_0.
+
+Every step is one fused op: Σ_j w_j C(level_j) x̂_0 + α x_t + β η with (w, α, β) from the table above.
+All samplers share the grid t_i = t_start (1 − i/N), i = 0..N (NFE = N); the last step returns the x̂_0 of
+the last network call. Each sample's noise comes from its own seed (step i uses stream i + 1; the prior
+stream 0), so a sample does not depend on the batch it was drawn in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from ._checks import as_seeds, as_times, check_choice, check_finite, check_images
+
+SAMPLERS = ("momentum", "naive", "momentum_ode")
+
+
+def _step_inputs(process, x_t, x0_hat, t, t_next, noise, seeds, *, stochastic: bool):
+    """Validate a step's arguments; return (t, t_next, σ, σ', level, level') as float64 ``[B]``."""
+    check_images("x_t", x_t)
+    check_images("x0_hat", x0_hat, like=x_t, like_name="x_t")
+    batch = x_t.shape[0]
+    t = as_times("t", t, batch, device=x_t.device).to(torch.float64)
+    t_next = as_times("t_next", t_next, batch, device=x_t.device).to(torch.float64)
+    if bool((t_next > t).any()):
+        raise ValueError("t_next must be <= t (samplers run from t = 1 towards t = 0)")
+    if stochastic:
+        if (noise is None) == (seeds is None):
+            raise ValueError("a stochastic step needs exactly one of noise (a tensor like x_t) and seeds")
+        if noise is not None:
+            check_images("noise", noise, like=x_t, like_name="x_t")
+    sigma, sigma_next = process.sigma(t), process.sigma(t_next)
+    return sigma, sigma_next, process.level(t), process.level(t_next)
+
+
+def naive_step(process, x_t, x0_hat, t, t_next, noise=None, *, seeds=None, stream=1):
+    """x_{t'} = C' x̂_0 + σ' η (Algorithm 1). ``noise`` ``[B, C, H, W]``, or ``seeds`` int64 ``[B]`` and
+    ``stream``. Shapes: x_t, x0_hat ``[B, C, H, W]``; t, t_next ``[B]`` or floats. Returns ``[B, C, H, W]``."""
+    sigma, sigma_next, level, level_next = _step_inputs(process, x_t, x0_hat, t, t_next, noise, seeds, stochastic=True)
+    return process.operator.combine(
+        x0_hat, [level_next], [torch.ones_like(level)], beta=sigma_next, noise=noise, seeds=seeds, stream=stream
+    )
+
+
+def momentum_step(process, x_t, x0_hat, t, t_next, noise=None, *, seeds=None, stream=1):
+    """x_{t'} = C' x̂_0 + (σ'²/σ²)(x_t − C x̂_0) + √(σ² − σ'²) η (Algorithm 2). Arguments as
+    :func:`naive_step`."""
+    sigma, sigma_next, level, level_next = _step_inputs(process, x_t, x0_hat, t, t_next, noise, seeds, stochastic=True)
+    ratio = (sigma_next / sigma).square()
+    beta = (sigma.square() - sigma_next.square()).clamp_min(0).sqrt()
+    return process.operator.combine(
+        x0_hat,
+        [level_next, level],
+        [torch.ones_like(ratio), -ratio],
+        alpha=ratio,
+        c=x_t,
+        beta=beta,
+        noise=noise,
+        seeds=seeds,
+        stream=stream,
+    )
+
+
+def momentum_ode_step(process, x_t, x0_hat, t, t_next, noise=None, *, seeds=None, stream=1):
+    """x_{t'} = C' x̂_0 + (σ'/σ)(x_t − C x̂_0), deterministic (``noise``, ``seeds``, ``stream`` are ignored;
+    they are accepted so that every step has the same signature)."""
+    sigma, sigma_next, level, level_next = _step_inputs(process, x_t, x0_hat, t, t_next, None, None, stochastic=False)
+    ratio = sigma_next / sigma
+    return process.operator.combine(x0_hat, [level_next, level], [torch.ones_like(ratio), -ratio], alpha=ratio, c=x_t)
+
+
+STEPS: dict[str, Callable] = {"momentum": momentum_step, "naive": naive_step, "momentum_ode": momentum_ode_step}
+
+
+def time_grid(steps: int, t_start: float = 1.0) -> torch.Tensor:
+    """t_i = t_start (1 − i/N), i = 0..N: float64 ``[N + 1]`` from t_start down to 0."""
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1; got {steps!r}")
+    return t_start * (1.0 - torch.arange(steps + 1, dtype=torch.float64) / steps)
+
+
+@torch.no_grad()
+def sample(
+    denoiser: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    process,
+    shape: Sequence[int],
+    steps: int = 100,
+    sampler: str = "momentum",
+    seeds: Sequence[int] | torch.Tensor | None = None,
+    x_start: torch.Tensor | None = None,
+    t_start: float = 1.0,
+    *,
+    progress: bool = False,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Draw samples by running ``sampler`` for ``steps`` network evaluations.
+
+    Args:
+        denoiser: D(x_t ``[B, C, H, W]``, t ``[B]``) -> x̂_0 (a :class:`~softdiff.denoiser.Denoiser`, an oracle).
+        process: the :class:`~softdiff.process.SoftDiffusionProcess`.
+        shape: ``(B, C, H, W)``.
+        steps: N, the number of network evaluations.
+        sampler: ``"momentum"`` (default), ``"naive"`` or ``"momentum_ode"``.
+        seeds: one int per sample; sample b is a function of seeds[b] alone. Default: drawn from torch's
+            global generator (so ``torch.manual_seed`` makes a call repeatable).
+        x_start: start from these images ``[B, C, H, W]`` taken as x_{t_start} (restoration: deblur and
+            denoise a real corrupted image) instead of drawing x_1 from the prior.
+        t_start: the time of ``x_start`` in (0, 1]; the grid then runs from t_start to 0.
+        progress: show a tqdm progress bar.
+        dtype, device: of the samples (default: float32; the device of ``x_start``, else CPU).
+    Returns:
+        x̂_0 of the last step, ``[B, C, H, W]``.
+    """
+    check_choice("sampler", sampler, SAMPLERS)
+    if len(shape) != 4 or any(not isinstance(n, int) or n < 1 for n in shape):
+        raise ValueError(f"shape must be (B, C, H, W) of positive ints; got {tuple(shape)}")
+    if not isinstance(t_start, (int, float)) or not 0 < t_start <= 1:
+        raise ValueError(f"t_start must lie in (0, 1]; got {t_start!r}")
+    if x_start is not None:
+        check_images("x_start", x_start)
+        if tuple(x_start.shape) != tuple(shape):
+            raise ValueError(f"x_start must have shape {tuple(shape)}; got {tuple(x_start.shape)}")
+        device = x_start.device if device is None else torch.device(device)
+    device = torch.device("cpu" if device is None else device)
+    batch = shape[0]
+    if seeds is None:
+        seeds = torch.randint(0, 2**62, (batch,), dtype=torch.int64)
+    seeds = as_seeds("seeds", seeds, batch, device=device)
+    step = STEPS[sampler]
+    grid = time_grid(steps, float(t_start)).to(device)
+    time_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+
+    if x_start is None:
+        x = process.sample_prior(tuple(shape[1:]), seeds, dtype=dtype, device=device)
+    else:
+        x = x_start.to(device=device, dtype=dtype)
+    indices = range(steps)
+    if progress:
+        from tqdm.auto import tqdm
+
+        indices = tqdm(indices, desc=f"{sampler} sampling", unit="step")
+    for i in indices:
+        t = grid[i].expand(batch)
+        x0_hat = denoiser(x, t.to(time_dtype))
+        _check_denoiser_output(x0_hat, x, i, float(grid[i]))
+        if i == steps - 1:
+            return x0_hat.to(dtype)
+        x = step(process, x, x0_hat.to(dtype), t, grid[i + 1].expand(batch), seeds=seeds, stream=i + 1)
+    raise AssertionError("unreachable")
+
+
+def _check_denoiser_output(x0_hat: object, x: torch.Tensor, step: int, t: float) -> None:
+    if not isinstance(x0_hat, torch.Tensor) or x0_hat.shape != x.shape:
+        got = tuple(x0_hat.shape) if isinstance(x0_hat, torch.Tensor) else type(x0_hat).__name__
+        raise ValueError(f"the denoiser must return x0_hat of shape {tuple(x.shape)}; got {got}")
+    check_finite(f"denoiser output at step {step} (t={t:.4g})", x0_hat)
