@@ -32,7 +32,7 @@ def _check_coefficients(name: str, x: torch.Tensor | None, a: torch.Tensor, shap
         return
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}")
-    if x.dim() != len(shape) or any(s is not None and s != n for s, n in zip(shape, x.shape)):
+    if x.dim() != len(shape) or any(s is not None and s != n for s, n in zip(shape, x.shape, strict=True)):
         expected = "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
         raise ValueError(f"{name} must have shape {expected}; got {tuple(x.shape)}")
     if x.device != a.device:

@@ -140,7 +140,11 @@ class DCTBlur(Operator):
         dtype = _compute_dtype(a)
         # Σ_j w_j C(l_j): separable terms rows_j ⊗ cols_j with rows_j = w_j d_H(l_j), cols_j = d_W(l_j).
         rows = torch.stack(
-            [w.to(torch.float64)[:, None] * self.axis_factors(lv, height) for lv, w in zip(levels, weights)], dim=1
+            [
+                w.to(torch.float64)[:, None] * self.axis_factors(lv, height)
+                for lv, w in zip(levels, weights, strict=True)
+            ],
+            dim=1,
         )
         cols = torch.stack([self.axis_factors(lv, width) for lv in levels], dim=1)
         return sk.dct_filter(a, rows=rows.to(dtype), cols=cols.to(dtype), **_cast_terms(terms, dtype))
@@ -199,7 +203,8 @@ class Masking(Operator):
         height, width = a.shape[-2:]
         dtype = _compute_dtype(a)
         table = sum(
-            w.to(torch.float64)[:, None, None] * self.spectrum(lv, height, width) for lv, w in zip(levels, weights)
+            w.to(torch.float64)[:, None, None] * self.spectrum(lv, height, width)
+            for lv, w in zip(levels, weights, strict=True)
         )
         return sk.pixel_filter(a, table=table.to(dtype), **_cast_terms(terms, dtype))
 

@@ -45,7 +45,7 @@ def _step_inputs(process, x_t, x0_hat, t, t_next, noise, seeds, *, stochastic: b
 def naive_step(process, x_t, x0_hat, t, t_next, noise=None, *, seeds=None, stream=1):
     """x_{t'} = C' x̂_0 + σ' η (Algorithm 1). ``noise`` ``[B, C, H, W]``, or ``seeds`` int64 ``[B]`` and
     ``stream``. Shapes: x_t, x0_hat ``[B, C, H, W]``; t, t_next ``[B]`` or floats. Returns ``[B, C, H, W]``."""
-    sigma, sigma_next, level, level_next = _step_inputs(process, x_t, x0_hat, t, t_next, noise, seeds, stochastic=True)
+    _, sigma_next, level, level_next = _step_inputs(process, x_t, x0_hat, t, t_next, noise, seeds, stochastic=True)
     return process.operator.combine(
         x0_hat, [level_next], [torch.ones_like(level)], beta=sigma_next, noise=noise, seeds=seeds, stream=stream
     )

@@ -11,6 +11,7 @@ Both evaluate in float64 and return the dtype and device of ``t``.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -61,7 +62,7 @@ class LevelSchedule:
         values = [float(v) for v in levels]
         if not values or any(not math.isfinite(v) or v < 0 for v in values):
             raise ValueError(f"levels must be a non-empty list of finite numbers >= 0; got {list(levels)!r:.200}")
-        if any(b < a for a, b in zip(values, values[1:])):
+        if any(b < a for a, b in itertools.pairwise(values)):
             raise ValueError("levels must be non-decreasing in t (t = 1 is the most corrupted)")
         if kind == "sin2" and len(values) != 1:
             raise ValueError("a sin2 schedule has one parameter, its maximum level")
