@@ -73,7 +73,7 @@ def soft_score_matching_loss(
         sigma_data: σ_d of the ``"edm"`` weighting.
         reduction: ``"mean"`` (a scalar) or ``"none"`` (per-sample ``[B]``).
     Returns:
-        float32 scalar (or ``[B]``).
+        a scalar (or ``[B]``), float64 for float64 inputs and float32 otherwise.
     """
     check_choice("weighting", weighting, WEIGHTINGS)
     check_choice("loss", loss, LOSSES)
@@ -89,7 +89,8 @@ def soft_score_matching_loss(
         residual = process.operator.combine(x0_hat, [level], [torch.ones_like(level)], a2=x0)  # C_t (D − x_0)
     else:
         residual = x0_hat - x0
-    per_sample = residual.to(torch.float32).square().mean(dim=(1, 2, 3))
-    weight = loss_weight(process.sigma(t.to(torch.float64)), weighting, sigma_data).to(torch.float32)
+    reduce_dtype = torch.float64 if residual.dtype == torch.float64 else torch.float32
+    per_sample = residual.to(reduce_dtype).square().mean(dim=(1, 2, 3))
+    weight = loss_weight(process.sigma(t.to(torch.float64)), weighting, sigma_data).to(reduce_dtype)
     weighted = weight * per_sample
     return weighted.mean() if reduction == "mean" else weighted

@@ -119,6 +119,14 @@ class GaussianDenoiser:
         xi = torch.randn(n, *self.variance.shape, dtype=torch.float64, generator=generator)
         return self.mean + sk.idct2(self.variance.sqrt() * xi)
 
+    def relative_w2(self, samples: torch.Tensor) -> float:
+        """Relative W2 distance of ``samples`` ``[N, C, H, W]`` to this law, per DCT coefficient:
+        ‖√v − √λ‖ / ‖√λ‖ with v the samples' second moments about the true mean (so a biased mean counts)."""
+        check_images("samples", samples)
+        v = (sk.dct2(samples.to(torch.float64)) - sk.dct2(self.mean.to(samples.device))).square().mean(dim=0)
+        root = self.variance.to(samples.device).sqrt()
+        return ((v.sqrt() - root).norm() / root.norm()).item()
+
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x_t ``[B, C, H, W]``, t ``[B]`` -> E[x_0 | x_t] ``[B, C, H, W]`` (dtype of x_t)."""
         check_images("x_t", x_t)

@@ -1,0 +1,45 @@
+"""Shared test helpers: independent float64 references built on scipy (not on softdiff's own DCT code)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.fft
+import torch
+
+# Tolerances for results computed in a given storage dtype against a float64 reference, relative to the
+# scale of the data (fp16/bf16 inputs are computed in float32 and rounded once on output).
+TOLERANCE = {torch.float64: 1e-10, torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+
+
+def blur_reference(x: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """C(σ_B) x with scipy's orthonormal DCT: x [B, C, H, W], levels [B] (pixels) -> [B, C, H, W] float64."""
+    height, width = x.shape[-2:]
+    omega_h = np.pi * np.arange(height) / height
+    omega_w = np.pi * np.arange(width) / width
+    out = np.empty(x.shape, dtype=np.float64)
+    for b, level in enumerate(levels):
+        d = np.exp(-0.5 * level**2 * (omega_h[:, None] ** 2 + omega_w[None, :] ** 2))
+        coefficients = scipy.fft.dctn(x[b].astype(np.float64), type=2, norm="ortho", axes=(-2, -1))
+        out[b] = scipy.fft.idctn(d * coefficients, type=2, norm="ortho", axes=(-2, -1))
+    return out
+
+
+def dense_operator(apply, height: int, width: int) -> np.ndarray:
+    """The matrix [H*W, H*W] of a linear map on one plane, from its action on the standard basis."""
+    basis = torch.eye(height * width, dtype=torch.float64).view(height * width, 1, height, width)
+    return apply(basis).reshape(height * width, height * width).T.numpy()
+
+
+def assert_close(actual: torch.Tensor, expected, dtype: torch.dtype, scale: float = 1.0) -> None:
+    expected = torch.as_tensor(np.asarray(expected), dtype=torch.float64)
+    error = (actual.double().cpu() - expected).abs().max().item()
+    assert error <= TOLERANCE[dtype] * scale, f"max error {error:.3g} > {TOLERANCE[dtype] * scale:.3g} ({dtype})"
+
+
+@pytest.fixture
+def generator() -> torch.Generator:
+    return torch.Generator().manual_seed(1234)
+
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
