@@ -6,9 +6,9 @@ import sys
 
 import torch
 from PIL import Image
-from softdiff.data import make_shapes
 
 import softdiff_kernels as sk
+from softdiff.data import make_shapes
 
 
 def test_shapes_are_deterministic_prefix_stable_and_in_range():

@@ -1,9 +1,9 @@
 """Every public function, given a bad argument, raises an error naming the argument and what was expected."""
 
 import pytest
-import softdiff as sd
 import torch
 
+import softdiff as sd
 import softdiff_kernels as sk
 
 B, SHAPE = 2, (2, 3, 6, 5)

@@ -4,9 +4,9 @@ import math
 
 import numpy as np
 import pytest
-import softdiff as sd
 import torch
 
+import softdiff as sd
 from tests.conftest import blur_reference
 
 

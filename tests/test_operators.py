@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import scipy.fft
 import scipy.linalg
-import softdiff as sd
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+import softdiff as sd
 from tests.conftest import assert_close, blur_reference, dense_operator, requires_cuda
 
 SIZES = [(8, 8), (5, 7), (6, 13), (16, 9), (1, 4)]
@@ -128,3 +130,24 @@ def test_operators_on_cuda_match_cpu(op, generator):
     x = torch.rand(4, 3, 12, 10, generator=generator)
     level = torch.tensor([0.0, 0.2, 0.5, 0.9])
     assert_close(op.apply(x.cuda(), level.cuda()).cpu(), op.apply(x.double(), level.double()).numpy(), torch.float32)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    batch=st.integers(1, 3),
+    channels=st.integers(1, 4),
+    height=st.integers(1, 40),
+    width=st.integers(1, 40),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_blur_matches_scipy_for_any_size(batch, channels, height, width, seed):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, channels, height, width, generator=generator, dtype=torch.float64)
+    levels = torch.rand(batch, generator=generator, dtype=torch.float64) * 0.5 * max(height, width)
+    assert_close(sd.DCTBlur().apply(x, levels), blur_reference(x.numpy(), levels.numpy()), torch.float64, scale=10)
+    assert_close(
+        sd.DCTBlur().apply(x.float(), levels.float()),
+        blur_reference(x.numpy(), levels.float().numpy()),
+        torch.float32,
+        scale=4,
+    )

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-import softdiff as sd
 import torch
 
+import softdiff as sd
 import softdiff_kernels as sk
 from tests.conftest import blur_reference
 

@@ -4,9 +4,9 @@ import math
 
 import numpy as np
 import pytest
-import softdiff as sd
 import torch
 
+import softdiff as sd
 import softdiff_kernels as sk
 from tests.conftest import assert_close, blur_reference
 

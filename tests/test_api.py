@@ -1,0 +1,29 @@
+"""The public names and signatures of DESIGN §2.2, which users and later work rely on."""
+
+import inspect
+
+import softdiff as sd
+
+
+def parameters(function):
+    return list(inspect.signature(function).parameters)
+
+
+def test_design_api_names_and_signatures():
+    assert parameters(sd.SoftDiffusionProcess)[:3] == ["operator", "noise", "levels"]
+    assert parameters(sd.SoftDiffusionProcess.corrupt)[:5] == ["self", "x0", "t", "noise", "seed"]
+    assert parameters(sd.SoftDiffusionProcess.apply) == ["self", "x", "t"]
+    for name in ("sigma", "level"):
+        assert parameters(getattr(sd.SoftDiffusionProcess, name)) == ["self", "t"]
+    assert parameters(sd.soft_score_matching_loss)[:5] == ["denoiser", "x0", "process", "weighting", "loss"]
+    sample = inspect.signature(sd.sample).parameters
+    assert list(sample)[:8] == ["denoiser", "process", "shape", "steps", "sampler", "seeds", "x_start", "t_start"]
+    assert (sample["steps"].default, sample["sampler"].default, sample["t_start"].default) == (100, "momentum", 1.0)
+    for step in (sd.samplers.momentum_step, sd.samplers.naive_step, sd.samplers.momentum_ode_step):
+        assert parameters(step)[:6] == ["process", "x_t", "x0_hat", "t", "t_next", "noise"]
+    assert parameters(sd.Masking) == ["seed"] and inspect.signature(sd.Masking).parameters["seed"].default == 0
+    assert parameters(sd.GeometricNoise) == ["sigma_min", "sigma_max"]
+    for constructor in ("sin2", "from_levels", "constant", "zero"):
+        assert callable(getattr(sd.LevelSchedule, constructor))
+    assert callable(sd.oracle.EmpiricalDenoiser) and callable(sd.oracle.GaussianDenoiser)
+    assert parameters(sd.Denoiser)[:3] == ["net", "process", "precond"]
