@@ -5,12 +5,13 @@
     seeded_normal η from (seed, stream, element) by Philox4x32-10, identical on every backend
     dct_matrix, dct2, idct2   the orthonormal DCT-II
 
-This release holds the PyTorch references (``softdiff_kernels.reference``); the Triton and CUDA kernels
-implement the same contract.
+Implementations: Triton kernels (``triton_dct_filter``, ``triton_pixel_filter``) and the PyTorch references
+(``reference``), chosen per call by :func:`backend` (``python -m softdiff_kernels`` explains the choice).
 """
 
 from .dct import dct2, dct_matrix, idct2
+from .dispatch import backend
 from .ops import dct_filter, pixel_filter
 from .random import philox4x32, seeded_normal
 
-__all__ = ["dct2", "dct_filter", "dct_matrix", "idct2", "philox4x32", "pixel_filter", "seeded_normal"]
+__all__ = ["backend", "dct2", "dct_filter", "dct_matrix", "idct2", "philox4x32", "pixel_filter", "seeded_normal"]

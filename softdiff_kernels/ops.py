@@ -1,14 +1,23 @@
-"""Public entry points of the fused op family, with host-side checks of shapes, dtypes and devices.
+"""Public entry points of the fused op family: host-side checks of shapes, dtypes and devices, then one
+``torch.library`` op (``softdiff::dct_filter``, ``softdiff::pixel_filter``) with fake (meta) and autograd
+registrations, so autograd and ``torch.compile(fullgraph=True)`` see single ops.
 
 Every hot path of softdiff is one call of :func:`dct_filter` (operators diagonal in the DCT basis) or
-:func:`pixel_filter` (operators diagonal in the pixel basis); see :mod:`.reference` for the equations.
+:func:`pixel_filter` (operators diagonal in the pixel basis); see :mod:`.reference` for the equations. Each op
+runs the backend :func:`softdiff_kernels.backend` names for its device (compiled CUDA → Triton → reference).
+
+Gradients flow to ``a``, ``a2`` and ``c`` (the filter is symmetric in the pixel domain, so the adjoint of
+y = C(a − a2) is C itself); filters, α, β and the noise are treated as constants.
 """
 
 from __future__ import annotations
 
 import torch
 
+from .dispatch import backend, notice_fallback
 from .reference import dct_filter_reference, pixel_filter_reference
+
+Tensor = torch.Tensor
 
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
@@ -106,19 +115,7 @@ def dct_filter(
                 f"rows and cols must hold the same number J ∈ {{1, 2}} of terms; got "
                 f"{rows.shape[1]} and {cols.shape[1]}"
             )
-    return dct_filter_reference(
-        a,
-        rows=rows,
-        cols=cols,
-        table=table,
-        a2=a2,
-        alpha=alpha,
-        c=c,
-        beta=beta,
-        noise=noise,
-        seeds=seeds,
-        stream=int(stream),
-    )
+    return torch.ops.softdiff.dct_filter(a, rows, cols, table, a2, alpha, c, beta, noise, seeds, int(stream))
 
 
 def pixel_filter(
@@ -144,6 +141,106 @@ def pixel_filter(
         raise ValueError(
             f"table must have shape [{batch}, {height}, {width}] or [{batch}, 1, 1]; got {tuple(table.shape)}"
         )
-    return pixel_filter_reference(
-        a, table=table, a2=a2, alpha=alpha, c=c, beta=beta, noise=noise, seeds=seeds, stream=int(stream)
-    )
+    return torch.ops.softdiff.pixel_filter(a, table, a2, alpha, c, beta, noise, seeds, int(stream))
+
+
+# --- torch.library registration ------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("softdiff::dct_filter", mutates_args=())
+def _dct_filter_op(
+    a: Tensor,
+    rows: Tensor | None,
+    cols: Tensor | None,
+    table: Tensor | None,
+    a2: Tensor | None,
+    alpha: Tensor | None,
+    c: Tensor | None,
+    beta: Tensor | None,
+    noise: Tensor | None,
+    seeds: Tensor | None,
+    stream: int,
+) -> Tensor:
+    terms = dict(rows=rows, cols=cols, table=table, a2=a2, alpha=alpha, c=c, beta=beta, noise=noise, seeds=seeds,
+                 stream=stream)  # fmt: skip
+    name = backend(a.device)
+    if name == "cuda":
+        name = "triton"  # the compiled extension registers no dct_filter yet
+    if name == "triton":
+        from .triton_dct_filter import MAX_SIZE, dct_filter_triton
+
+        if max(a.shape[-2:]) <= MAX_SIZE:
+            return dct_filter_triton(a, **terms)
+        notice_fallback("dct_filter", f"planes larger than {MAX_SIZE}x{MAX_SIZE} have no fused kernel")
+    return dct_filter_reference(a, **terms).contiguous()
+
+
+@_dct_filter_op.register_fake
+def _(a, rows, cols, table, a2, alpha, c, beta, noise, seeds, stream):
+    return torch.empty_like(a, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("softdiff::pixel_filter", mutates_args=())
+def _pixel_filter_op(
+    a: Tensor,
+    table: Tensor,
+    a2: Tensor | None,
+    alpha: Tensor | None,
+    c: Tensor | None,
+    beta: Tensor | None,
+    noise: Tensor | None,
+    seeds: Tensor | None,
+    stream: int,
+) -> Tensor:
+    terms = dict(table=table, a2=a2, alpha=alpha, c=c, beta=beta, noise=noise, seeds=seeds, stream=stream)
+    if backend(a.device) in ("cuda", "triton"):
+        from .triton_pixel_filter import pixel_filter_triton
+
+        return pixel_filter_triton(a, **terms)
+    return pixel_filter_reference(a, **terms).contiguous()
+
+
+@_pixel_filter_op.register_fake
+def _(a, table, a2, alpha, c, beta, noise, seeds, stream):
+    return torch.empty_like(a, memory_format=torch.contiguous_format)
+
+
+def _save_linear_context(ctx, a2: Tensor | None, c: Tensor | None, alpha: Tensor | None, filters) -> None:
+    ctx.a2_dtype = a2.dtype if a2 is not None else None
+    ctx.c_dtype = c.dtype if c is not None else None
+    ctx.save_for_backward(alpha, *filters)
+
+
+def _affine_gradients(ctx, grad: Tensor, grad_a: Tensor, alpha: Tensor | None) -> tuple:
+    """Gradients for a2 (−C grad) and c (α grad), in their dtypes."""
+    grad_a2 = None if ctx.a2_dtype is None else (-grad_a).to(ctx.a2_dtype)
+    grad_c = None if ctx.c_dtype is None else (alpha.to(grad.dtype).view(-1, 1, 1, 1) * grad).to(ctx.c_dtype)
+    return grad_a2, grad_c
+
+
+def _dct_filter_setup(ctx, inputs, output):
+    _, rows, cols, table, a2, alpha, c, *_ = inputs
+    _save_linear_context(ctx, a2, c, alpha, (rows, cols, table))
+
+
+def _dct_filter_backward(ctx, grad):
+    alpha, rows, cols, table = ctx.saved_tensors
+    grad_a = torch.ops.softdiff.dct_filter(grad, rows, cols, table, None, None, None, None, None, None, 0)
+    grad_a2, grad_c = _affine_gradients(ctx, grad, grad_a, alpha)
+    return grad_a, None, None, None, grad_a2, None, grad_c, None, None, None, None
+
+
+def _pixel_filter_setup(ctx, inputs, output):
+    _, table, a2, alpha, c, *_ = inputs
+    _save_linear_context(ctx, a2, c, alpha, (table,))
+
+
+def _pixel_filter_backward(ctx, grad):
+    alpha, table = ctx.saved_tensors
+    grad_a = torch.ops.softdiff.pixel_filter(grad, table, None, None, None, None, None, None, 0)
+    grad_a2, grad_c = _affine_gradients(ctx, grad, grad_a, alpha)
+    return grad_a, None, grad_a2, None, grad_c, None, None, None, None
+
+
+_dct_filter_op.register_autograd(_dct_filter_backward, setup_context=_dct_filter_setup)
+_pixel_filter_op.register_autograd(_pixel_filter_backward, setup_context=_pixel_filter_setup)

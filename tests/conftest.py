@@ -1,11 +1,21 @@
-"""Shared test helpers: independent float64 references built on scipy (not on softdiff's own DCT code)."""
+"""Shared test helpers: independent float64 references built on scipy (not on softdiff's own DCT code).
+
+Without a GPU the Triton kernels run in Triton's interpreter; it must be switched on before any kernel is
+defined, hence here, before softdiff_kernels is imported.
+"""
 
 from __future__ import annotations
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import numpy as np
 import pytest
 import scipy.fft
-import torch
 
 # Tolerances for results computed in a given storage dtype against a float64 reference, relative to the
 # scale of the data (fp16/bf16 inputs are computed in float32 and rounded once on output).

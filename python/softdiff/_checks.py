@@ -2,6 +2,7 @@
 
 Shape, dtype and device checks are free. Value checks (NaN/Inf, t in [0, 1]) read a value back from the
 device; set ``SOFTDIFF_CHECK_VALUES=0`` to skip them in tight GPU loops once a pipeline is known to be sound.
+They are skipped inside ``torch.compile`` (a data-dependent branch would break the graph).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ MAX_SEED = 2**63 - 1
 
 
 def check_values_enabled() -> bool:
-    return os.environ.get("SOFTDIFF_CHECK_VALUES", "1") != "0"
+    return os.environ.get("SOFTDIFF_CHECK_VALUES", "1") != "0" and not torch.compiler.is_compiling()
 
 
 def check_images(name: str, x: object, *, like: torch.Tensor | None = None, like_name: str = "x") -> torch.Tensor:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ._checks import as_seeds, as_times, check_choice, check_finite, check_images
+from ._checks import as_seeds, as_times, check_choice, check_finite, check_images, check_values_enabled
 
 SAMPLERS = ("momentum", "naive", "momentum_ode")
 
@@ -31,7 +31,7 @@ def _step_inputs(process, x_t, x0_hat, t, t_next, noise, seeds, *, stochastic: b
     batch = x_t.shape[0]
     t = as_times("t", t, batch, device=x_t.device).to(torch.float64)
     t_next = as_times("t_next", t_next, batch, device=x_t.device).to(torch.float64)
-    if bool((t_next > t).any()):
+    if check_values_enabled() and bool((t_next > t).any()):
         raise ValueError("t_next must be <= t (samplers run from t = 1 towards t = 0)")
     if stochastic:
         if (noise is None) == (seeds is None):

@@ -1,0 +1,175 @@
+"""Triton kernel of the fused op (DESIGN §2.1), one program per (sample b, group of PLANES channels):
+
+    y_b = IDCT2( F_b ⊙ DCT2(a_b − a2_b) ) + α_b c_b + β_b η_b
+
+Each plane is one padded [BH, BW] tile (BH, BW powers of two ≥ 16, so every tl.dot is GPU-legal) and the
+orthonormal DCT matrices M_H, M_W are loaded once per program, zero-padded. Filter forms:
+
+    SEPARABLE1  F = r ⊗ c:           y = A x B   with A = M_Hᵀ diag(r) M_H, B = M_Wᵀ diag(c) M_W built once
+                                       per program (2 matmuls per plane instead of 4)
+    SEPARABLE2  F = r1 ⊗ c1 + r2 ⊗ c2: y = M_Hᵀ (F ⊙ (M_H x M_Wᵀ)) M_W
+    TABLE       F a full [H, W] table: likewise
+
+Compute is float32 with pinned matmul precision whatever the storage dtype. η is drawn in the kernel by
+Philox4x32-10 exactly as :func:`softdiff_kernels.random.seeded_normal` documents (one call per 4-pixel quad,
+two Box–Muller pairs), so it never travels through memory and does not depend on the tiling.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from triton.language.random import philox
+
+from .dct import dct_matrix
+
+SEPARABLE1, SEPARABLE2, TABLE = 0, 1, 2
+NOISE_NONE, NOISE_TENSOR, NOISE_SEEDS = 0, 1, 2
+MAX_SIZE = 128  # larger planes go to the reference (tiles no longer fit on chip)
+
+
+@triton.jit
+def seeded_normal_tile(seed, stream, plane, row_start, H, W, BH: tl.constexpr, BW: tl.constexpr):
+    """η for rows row_start .. row_start+BH-1 and columns 0..BW-1 of one plane: [BH, BW] float32
+    (entries past H, W are junk). BW must be a multiple of 4."""
+    BQ: tl.constexpr = BW // 4
+    h = row_start + tl.arange(0, BH)[:, None]
+    q = tl.arange(0, BQ)[None, :]
+    quads_per_row = (W + 3) // 4
+    counter = ((plane * H + h) * quads_per_row + q).to(tl.uint32)
+    zero = counter * 0
+    w0, w1, w2, w3 = philox(seed, counter, zero + stream, zero, zero)
+    n0, n1 = tl.random.pair_uniform_to_normal(tl.random.uint_to_uniform_float(w0), tl.random.uint_to_uniform_float(w1))
+    n2, n3 = tl.random.pair_uniform_to_normal(tl.random.uint_to_uniform_float(w2), tl.random.uint_to_uniform_float(w3))
+    # Interleave so that pixel 4q + k takes n_k: join puts the new axis last, hence (n0, n2), (n1, n3).
+    return tl.reshape(tl.join(tl.join(n0, n2), tl.join(n1, n3)), (BH, BW))
+
+
+@triton.jit
+def _dct_filter_kernel(
+    out_ptr, a_ptr, a2_ptr, c_ptr, noise_ptr,
+    rows_ptr, cols_ptr, table_ptr, alpha_ptr, beta_ptr, seeds_ptr, mh_ptr, mw_ptr,
+    stream, C, H, W,
+    s_ab, s_ac, s_ah, s_aw,
+    s_a2b, s_a2c, s_a2h, s_a2w,
+    s_cb, s_cc, s_ch, s_cw,
+    s_nb, s_nc, s_nh, s_nw,
+    s_ob, s_oc, s_oh, s_ow,
+    s_rb, s_rj, s_rk,
+    s_kb, s_kj, s_kl,
+    s_tb, s_tk, s_tl,
+    FILTER: tl.constexpr, HAS_A2: tl.constexpr, HAS_C: tl.constexpr, NOISE: tl.constexpr,
+    BH: tl.constexpr, BW: tl.constexpr, PLANES: tl.constexpr, PRECISION: tl.constexpr,
+):  # fmt: skip
+    b = tl.program_id(0)
+    first_plane = tl.program_id(1) * PLANES
+    h = tl.arange(0, BH)
+    w = tl.arange(0, BW)
+    hh, ww = h[:, None], w[None, :]
+    in_plane = (hh < H) & (ww < W)
+    # Orthonormal DCT matrices, zero-padded: M_H [BH, BH] (k, i), M_W [BW, BW] (l, j).
+    m_h = tl.load(mh_ptr + hh * H + h[None, :], mask=(hh < H) & (h[None, :] < H), other=0.0)
+    m_w = tl.load(mw_ptr + w[:, None] * W + ww, mask=(w[:, None] < W) & (ww < W), other=0.0)
+    if FILTER == SEPARABLE1:
+        r = tl.load(rows_ptr + b * s_rb + h * s_rk, mask=h < H, other=0.0)
+        k = tl.load(cols_ptr + b * s_kb + w * s_kl, mask=w < W, other=0.0)
+        left = tl.dot(tl.trans(m_h), m_h * r[:, None], input_precision=PRECISION)  # A = M_Hᵀ diag(r) M_H
+        right = tl.dot(tl.trans(m_w * k[:, None]), m_w, input_precision=PRECISION)  # B = M_Wᵀ diag(c) M_W
+    elif FILTER == SEPARABLE2:
+        r1 = tl.load(rows_ptr + b * s_rb + h * s_rk, mask=h < H, other=0.0)
+        k1 = tl.load(cols_ptr + b * s_kb + w * s_kl, mask=w < W, other=0.0)
+        r2 = tl.load(rows_ptr + b * s_rb + s_rj + h * s_rk, mask=h < H, other=0.0)
+        k2 = tl.load(cols_ptr + b * s_kb + s_kj + w * s_kl, mask=w < W, other=0.0)
+        spectral = r1[:, None] * k1[None, :] + r2[:, None] * k2[None, :]
+    else:
+        spectral = tl.load(table_ptr + b * s_tb + hh * s_tk + ww * s_tl, mask=in_plane, other=0.0)
+    if HAS_C:
+        alpha = tl.load(alpha_ptr + b)
+    if NOISE != NOISE_NONE:
+        beta = tl.load(beta_ptr + b)
+    if NOISE == NOISE_SEEDS:
+        seed = tl.load(seeds_ptr + b)
+
+    for p in tl.static_range(PLANES):
+        plane = first_plane + p
+        mask = in_plane & (plane < C)
+        x = tl.load(a_ptr + b * s_ab + plane * s_ac + hh * s_ah + ww * s_aw, mask=mask, other=0.0).to(tl.float32)
+        if HAS_A2:
+            x -= tl.load(a2_ptr + b * s_a2b + plane * s_a2c + hh * s_a2h + ww * s_a2w, mask=mask, other=0.0).to(
+                tl.float32
+            )
+        if FILTER == SEPARABLE1:
+            y = tl.dot(tl.dot(left, x, input_precision=PRECISION), right, input_precision=PRECISION)
+        else:
+            z = tl.dot(tl.dot(m_h, x, input_precision=PRECISION), tl.trans(m_w), input_precision=PRECISION)
+            z = z * spectral
+            y = tl.dot(tl.dot(tl.trans(m_h), z, input_precision=PRECISION), m_w, input_precision=PRECISION)
+        if HAS_C:
+            y += alpha * tl.load(c_ptr + b * s_cb + plane * s_cc + hh * s_ch + ww * s_cw, mask=mask, other=0.0).to(
+                tl.float32
+            )
+        if NOISE == NOISE_TENSOR:
+            y += beta * tl.load(noise_ptr + b * s_nb + plane * s_nc + hh * s_nh + ww * s_nw, mask=mask, other=0.0).to(
+                tl.float32
+            )
+        elif NOISE == NOISE_SEEDS:
+            y += beta * seeded_normal_tile(seed, stream, plane, 0, H, W, BH, BW)
+        tl.store(out_ptr + b * s_ob + plane * s_oc + hh * s_oh + ww * s_ow, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def _strides(x: torch.Tensor | None, n: int) -> tuple[int, ...]:
+    return tuple(x.stride()) if x is not None else (0,) * n
+
+
+def tile_size(n: int) -> int:
+    """Padded tile side: the next power of two, at least 16 (the smallest tl.dot)."""
+    return max(16, triton.next_power_of_2(n))
+
+
+def dct_filter_triton(
+    a,
+    *,
+    rows=None,
+    cols=None,
+    table=None,
+    a2=None,
+    alpha=None,
+    c=None,
+    beta=None,
+    noise=None,
+    seeds=None,
+    stream=0,
+    planes_per_program=None,
+):
+    """Launch the kernel; arguments as :func:`softdiff_kernels.dct_filter` (already validated), H, W ≤ 128."""
+    batch, channels, height, width = a.shape
+    out = torch.empty(a.shape, dtype=a.dtype, device=a.device)
+    if out.numel() == 0:
+        return out
+    if table is not None:
+        mode, table = TABLE, table.to(torch.float32)
+    else:
+        mode = SEPARABLE1 if rows.shape[1] == 1 else SEPARABLE2
+        rows, cols = rows.to(torch.float32), cols.to(torch.float32)
+    noise_mode = NOISE_NONE if beta is None else (NOISE_TENSOR if noise is not None else NOISE_SEEDS)
+    m_h = dct_matrix(height, dtype=torch.float32, device=a.device)
+    m_w = dct_matrix(width, dtype=torch.float32, device=a.device)
+    planes = planes_per_program or min(channels, 4)
+    bh, bw = tile_size(height), tile_size(width)
+    dummy = out  # stands for absent tensors; never read (the matching constexpr switch is off)
+    grid = (batch, triton.cdiv(channels, planes))
+    _dct_filter_kernel[grid](
+        out, a, a2 if a2 is not None else dummy, c if c is not None else dummy, noise if noise is not None else dummy,
+        rows if rows is not None else dummy, cols if cols is not None else dummy,
+        table if table is not None else dummy,
+        alpha.to(torch.float32) if alpha is not None else dummy, beta.to(torch.float32) if beta is not None else dummy,
+        seeds if seeds is not None else dummy, m_h, m_w,
+        int(stream), channels, height, width,
+        *a.stride(), *_strides(a2, 4), *_strides(c, 4), *_strides(noise, 4), *out.stride(),
+        *_strides(rows, 3), *_strides(cols, 3), *_strides(table, 3),
+        FILTER=mode, HAS_A2=a2 is not None, HAS_C=c is not None, NOISE=noise_mode,
+        BH=bh, BW=bw, PLANES=planes, PRECISION="ieee",
+        num_warps=4 if max(bh, bw) <= 64 else 8,
+    )  # fmt: skip
+    return out
