@@ -5,9 +5,9 @@ Per sample b:
     y_b =        F_b ⊙     (a_b − a2_b)   + α_b c_b + β_b η_b           (pixel_filter)
 
 The DCT-domain filter F_b is a sum of J ≤ 2 separable terms, F_b[k, l] = Σ_j rows[b, j, k] · cols[b, j, l],
-or a full table [H, W]. A separable term is applied in the pixel domain as A x Bᵀ with
+or a full table [H, W]. One separable term is applied in the pixel domain as A x B with
 A = M_Hᵀ diag(rows) M_H and B = M_Wᵀ diag(cols) M_W (both symmetric), since
-IDCT2(r ⊗ c ⊙ DCT2(x)) = M_Hᵀ diag(r) M_H x M_Wᵀ diag(c) M_W.
+IDCT2(r ⊗ c ⊙ DCT2(x)) = M_Hᵀ diag(r) M_H x M_Wᵀ diag(c) M_W; other filters go through the DCT domain.
 
 These are the float64-checkable references the Triton and CUDA kernels are tested against. They compute in
 float32 (float64 for float64 inputs) and return the dtype of ``a``. Validation lives in :mod:`.ops`.
@@ -75,12 +75,15 @@ def dct_filter_reference(
     dtype = compute_dtype(a.dtype)
     x = _difference(a, a2, dtype)
     height, width = x.shape[-2:]
-    if table is not None:
-        y = idct2(table.to(dtype)[:, None] * dct2(x))
-    else:
-        row_ops = _axis_operator(rows.to(dtype), height)  # [B, J, H, H]
-        col_ops = _axis_operator(cols.to(dtype), width)  # [B, J, W, W]
-        y = sum(row_ops[:, j, None] @ x @ col_ops[:, j, None] for j in range(rows.shape[1]))
+    if table is None and rows.shape[1] == 1:  # one separable term: A x B, two small matmuls per plane
+        row_op = _axis_operator(rows[:, 0].to(dtype), height)  # [B, H, H]
+        col_op = _axis_operator(cols[:, 0].to(dtype), width)  # [B, W, W]
+        y = row_op[:, None] @ x @ col_op[:, None]
+    else:  # through the DCT domain, whose matrices all samples share (large matmuls)
+        spectrum = (
+            table.to(dtype) if table is not None else torch.einsum("bjh,bjw->bhw", rows.to(dtype), cols.to(dtype))
+        )
+        y = idct2(spectrum[:, None] * dct2(x))
     return _add_affine_terms(y, alpha, c, beta, noise, seeds, stream).to(a.dtype)
 
 

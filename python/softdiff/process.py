@@ -9,6 +9,8 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
+import softdiff_kernels as sk
+
 from ._checks import as_seeds, as_times, check_images
 from .operators import Operator, operator_from_dict
 from .prior import DCTGaussianPrior, GaussianPrior, prior_from_state_dict
@@ -70,7 +72,8 @@ class SoftDiffusionProcess:
             noise: explicit η ``[B, C, H, W]`` (exact tests).
             seed: instead of ``noise``: an int s (sample b uses seed s + b) or one seed per sample; η is then
                 drawn by the counter-based generator (stream 0), the same on every device and backend.
-            With neither, η comes from ``torch.randn`` (the global generator).
+            With neither, η comes from torch's global generator: as per-sample seeds for the in-kernel noise
+            when a fused kernel runs on this device, as ``torch.randn`` on the reference backend.
         Returns:
             x_t ``[B, C, H, W]`` in the dtype of ``x0``.
         """
@@ -85,7 +88,10 @@ class SoftDiffusionProcess:
                 seed = range(seed, seed + batch)
             seeds = as_seeds("seed", seed, batch, device=x0.device)
         elif noise is None:
-            noise = torch.randn_like(x0)
+            if sk.backend(x0.device) == "torch":
+                noise = torch.randn_like(x0)
+            else:  # the kernel draws η itself: no noise tensor travels through memory
+                seeds = torch.randint(0, 2**62, (batch,), dtype=torch.int64, device=x0.device)
         else:
             check_images("noise", noise, like=x0, like_name="x0")
         level = self.level(t)
