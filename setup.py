@@ -55,7 +55,7 @@ def cuda_build_options() -> dict:
     extension = CUDAExtension(
         "softdiff_kernels._C",
         sources=SOURCES,
-        extra_compile_args={"cxx": ["-O3", "-std=c++17"], "nvcc": ["-O3", "-std=c++17"]},
+        extra_compile_args={"cxx": ["-O3"], "nvcc": ["-O3"]},  # the C++ standard is torch's choice
     )
     return {"ext_modules": [extension], "cmdclass": {"build_ext": OptionalBuildExtension}}
 

@@ -9,9 +9,12 @@
 // four passes X M_Wᵀ, M_H ·, M_Hᵀ ·, · M_W run over them. Computes in float (double for double), any
 // storage dtype; strided inputs are read through their strides.
 
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <cmath>
@@ -281,7 +284,7 @@ at::Tensor dct_filter(const at::Tensor& a, const std::optional<at::Tensor>& rows
     auto kernel = dct_filter_kernel<scalar_t, acc_t>;
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         static_cast<int>(shared)));
-    kernel<<<static_cast<unsigned>(batch * a.size(1)), kThreads, shared, at::cuda::getCurrentCUDAStream()>>>(p);
+    kernel<<<static_cast<unsigned>(batch * a.size(1)), kThreads, shared, c10::cuda::getCurrentCUDAStream()>>>(p);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
@@ -315,7 +318,7 @@ at::Tensor pixel_filter(const at::Tensor& a, const at::Tensor& table, const std:
     p.terms = batch * a.size(1) * height;  // rows of the launch
     const int64_t quads = p.terms * ((width + 3) / 4);
     const unsigned blocks = static_cast<unsigned>((quads + kThreads - 1) / kThreads);
-    pixel_filter_kernel<scalar_t, acc_t><<<blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    pixel_filter_kernel<scalar_t, acc_t><<<blocks, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
         p, table_acc.stride(0), table_acc.stride(1), table_acc.stride(2));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });

@@ -18,6 +18,16 @@ from .dispatch import backend, notice_fallback
 from .reference import dct_filter_reference, pixel_filter_reference
 
 Tensor = torch.Tensor
+MAX_FUSED_SIZE = 128  # planes up to 128x128 fit on chip; larger ones run the reference
+# The schemas csrc/fused_filter.cu registers too (under softdiff_C); tests/test_cuda_extension.py compares them.
+DCT_FILTER_SCHEMA = (
+    "(Tensor a, Tensor? rows, Tensor? cols, Tensor? table, Tensor? a2, Tensor? alpha, Tensor? c, "
+    "Tensor? beta, Tensor? noise, Tensor? seeds, int stream) -> Tensor"
+)
+PIXEL_FILTER_SCHEMA = (
+    "(Tensor a, Tensor table, Tensor? a2, Tensor? alpha, Tensor? c, Tensor? beta, Tensor? noise, "
+    "Tensor? seeds, int stream) -> Tensor"
+)
 
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
@@ -147,7 +157,7 @@ def pixel_filter(
 # --- torch.library registration ------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("softdiff::dct_filter", mutates_args=())
+@torch.library.custom_op("softdiff::dct_filter", mutates_args=(), schema=DCT_FILTER_SCHEMA)
 def _dct_filter_op(
     a: Tensor,
     rows: Tensor | None,
@@ -164,14 +174,14 @@ def _dct_filter_op(
     terms = dict(rows=rows, cols=cols, table=table, a2=a2, alpha=alpha, c=c, beta=beta, noise=noise, seeds=seeds,
                  stream=stream)  # fmt: skip
     name = backend(a.device)
-    if name == "cuda":
-        name = "triton"  # the compiled extension registers no dct_filter yet
-    if name == "triton":
-        from .triton_dct_filter import MAX_SIZE, dct_filter_triton
+    if name in ("cuda", "triton"):
+        if max(a.shape[-2:]) <= MAX_FUSED_SIZE:
+            if name == "cuda":
+                return torch.ops.softdiff_C.dct_filter(a, rows, cols, table, a2, alpha, c, beta, noise, seeds, stream)
+            from .triton_dct_filter import dct_filter_triton
 
-        if max(a.shape[-2:]) <= MAX_SIZE:
             return dct_filter_triton(a, **terms)
-        notice_fallback("dct_filter", f"planes larger than {MAX_SIZE}x{MAX_SIZE} have no fused kernel")
+        notice_fallback("dct_filter", f"planes larger than {MAX_FUSED_SIZE}x{MAX_FUSED_SIZE} have no fused kernel")
     return dct_filter_reference(a, **terms).contiguous()
 
 
@@ -180,7 +190,7 @@ def _(a, rows, cols, table, a2, alpha, c, beta, noise, seeds, stream):
     return torch.empty_like(a, memory_format=torch.contiguous_format)
 
 
-@torch.library.custom_op("softdiff::pixel_filter", mutates_args=())
+@torch.library.custom_op("softdiff::pixel_filter", mutates_args=(), schema=PIXEL_FILTER_SCHEMA)
 def _pixel_filter_op(
     a: Tensor,
     table: Tensor,
@@ -193,7 +203,10 @@ def _pixel_filter_op(
     stream: int,
 ) -> Tensor:
     terms = dict(table=table, a2=a2, alpha=alpha, c=c, beta=beta, noise=noise, seeds=seeds, stream=stream)
-    if backend(a.device) in ("cuda", "triton"):
+    name = backend(a.device)
+    if name == "cuda":
+        return torch.ops.softdiff_C.pixel_filter(a, table, a2, alpha, c, beta, noise, seeds, stream)
+    if name == "triton":
         from .triton_pixel_filter import pixel_filter_triton
 
         return pixel_filter_triton(a, **terms)

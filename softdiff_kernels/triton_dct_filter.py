@@ -26,7 +26,6 @@ from .dct import dct_matrix
 
 SEPARABLE1, SEPARABLE2, TABLE = 0, 1, 2
 NOISE_NONE, NOISE_TENSOR, NOISE_SEEDS = 0, 1, 2
-MAX_SIZE = 128  # larger planes go to the reference (tiles no longer fit on chip)
 
 
 @triton.jit
