@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# One command for a machine with a CUDA GPU, PyTorch, Triton, pytest and nvcc but no network:
+#   bash benchmarks/gpu_check.sh OUTDIR
+# installs softdiff without build isolation or dependency resolution, builds csrc/, runs the test suite
+# (GPU tests included), the kernel benchmark for each backend and the demo, and writes a report into OUTDIR.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${1:?usage: bash benchmarks/gpu_check.sh OUTDIR}"
+python -c "import torch; assert torch.cuda.is_available()" 2>/dev/null || { echo "gpu_check.sh: no CUDA GPU visible to torch" >&2; exit 2; }
+mkdir -p "$out"
+report="$out/report.md"
+status=0
+step() {  # step NAME COMMAND...: run, log to OUTDIR/NAME.log, record the exit code
+  local name=$1
+  shift
+  local start=$SECONDS
+  "$@" >"$out/$name.log" 2>&1
+  local code=$?
+  [ $code -eq 0 ] || status=1
+  printf -- '- %s: exit %d, %ds (log: %s.log)\n' "$name" "$code" $((SECONDS - start)) "$name" | tee -a "$report"
+  tail -n 5 "$out/$name.log"
+}
+{
+  echo "# softdiff GPU check, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | sed 's/^/GPU: /'
+  python -c "import torch, triton; print(f'torch {torch.__version__}, CUDA {torch.version.cuda}, triton {triton.__version__}')"
+  nvcc --version | tail -n 2 | head -n 1
+  echo
+} >"$report"
+arch=$(python -c "import torch; major, minor = torch.cuda.get_device_capability(); print(f'{major}.{minor}')")
+export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-$arch}"
+export MAX_JOBS="${MAX_JOBS:-8}"
+step install env SOFTDIFF_CUDA_BUILD=1 python -m pip install --no-build-isolation --no-deps -e .
+step backends python -m softdiff_kernels
+step tests python -m pytest -q -x
+for backend in cuda triton; do
+  step "kernels-$backend" env SOFTDIFF_BACKEND=$backend python benchmarks/kernels.py --out "$out/kernels-$backend"
+done
+step demo python -m softdiff.demo --out "$out/demo"
+echo >>"$report"
+for backend in cuda triton; do
+  [ -d "$out/kernels-$backend" ] && cat "$out/kernels-$backend"/*.md >>"$report"
+done
+echo "report: $report"
+exit $status
