@@ -117,7 +117,11 @@ def plain(op: str, p: Problem):
 
     def blur(x, rows, cols):  # Σ_j A_j x B_j with per-sample matrices built from the filter factors
         a, b = axis_operators(rows.to(dtype), height), axis_operators(cols.to(dtype), width)
-        return sum(a[:, j, None] @ x.to(dtype) @ b[:, j, None] for j in range(rows.shape[1]))
+        x = x.to(dtype)
+        y = a[:, 0, None] @ x @ b[:, 0, None]
+        for j in range(1, rows.shape[1]):
+            y += a[:, j, None] @ x @ b[:, j, None]
+        return y
 
     return generic_paths(op, p, blur)
 
@@ -282,7 +286,8 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     slug = "".join(ch if ch.isalnum() else "-" for ch in result["environment"]["device"].lower()).strip("-")
-    stem = f"kernels-{slug}-{result['environment']['date'][:10]}"
+    stamp = result["environment"]["date"][:16].replace(":", "")
+    stem = f"kernels-{slug}-{stamp}"
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2))
     (out / f"{stem}.md").write_text(markdown(result))
     print(f"wrote {out / stem}.md and .json")
