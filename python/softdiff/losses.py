@@ -57,6 +57,7 @@ def soft_score_matching_loss(
     loss: str = "soft",
     t: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
+    seeds: torch.Tensor | None = None,
     eps: float = 1e-3,
     sigma_data: float = 0.5,
     reduction: str = "mean",
@@ -69,7 +70,9 @@ def soft_score_matching_loss(
         weighting: ``"edm"`` (default), ``"sigma2"`` or ``"none"``.
         loss: ``"soft"`` (default, ‖C_t(D − x_0)‖²) or ``"cold"`` (‖D − x_0‖², the ablation).
         t: times ``[B]``; stratified U(eps, 1) when omitted.
-        noise: explicit η ``[B, C, H, W]``; ``torch.randn`` when omitted.
+        noise: explicit η ``[B, C, H, W]``; or
+        seeds: one seed per sample (int64 ``[B]``) for the counter-based noise (a sample's noise then does not
+            depend on the batch or rank it is in); with neither, torch's global generator.
         sigma_data: σ_d of the ``"edm"`` weighting.
         reduction: ``"mean"`` (a scalar) or ``"none"`` (per-sample ``[B]``).
     Returns:
@@ -81,7 +84,7 @@ def soft_score_matching_loss(
     check_images("x0", x0)
     batch = x0.shape[0]
     t = stratified_times(batch, eps=eps, device=x0.device) if t is None else as_times("t", t, batch, device=x0.device)
-    x_t = process.corrupt(x0, t, noise=noise)
+    x_t = process.corrupt(x0, t, noise=noise, seed=seeds)
     x0_hat = denoiser(x_t, t)
     check_images("denoiser output", x0_hat, like=x0, like_name="x0")
     if loss == "soft":

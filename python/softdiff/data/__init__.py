@@ -1,5 +1,6 @@
-"""Data sets. ``make_shapes``: the built-in procedural set (the default for the demo and CI)."""
+"""Data sets: the built-in procedural ``shapes`` and loaders for CIFAR-10, CelebA, image folders and arrays."""
 
+from .loaders import DataError, load_images, to_model_range
 from .shapes import make_shapes
 
-__all__ = ["make_shapes"]
+__all__ = ["DataError", "load_images", "make_shapes", "to_model_range"]

@@ -1,0 +1,66 @@
+"""Checkpoints that survive being killed at any moment.
+
+Each is written to a temporary file, flushed and fsynced, then renamed over its final name (atomic on POSIX)
+and the folder fsynced, so a checkpoint file is either complete or absent. :func:`load_latest` returns the
+newest checkpoint that loads, saying which newer ones were unreadable and why.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+import torch
+
+_NAME = re.compile(r"^ckpt-(\d{8})\.pt$")
+
+
+def checkpoint_path(folder: Path, step: int) -> Path:
+    return Path(folder) / f"ckpt-{step:08d}.pt"
+
+
+def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """(step, path) of every checkpoint in ``folder``, oldest first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), folder / name) for name in os.listdir(folder) if (m := _NAME.match(name))]
+    return sorted(found)
+
+
+def save_checkpoint(state: dict, folder: Path, step: int, *, keep: int) -> Path:
+    """Write ``state`` atomically as ckpt-<step>.pt and delete all but the newest ``keep`` checkpoints."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = checkpoint_path(folder, step)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(temporary, "wb") as file:
+        torch.save(state, file)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+    directory = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    for _, old in list_checkpoints(folder)[:-keep] if keep > 0 else []:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_latest(folder: Path, *, map_location="cpu") -> tuple[dict, Path] | None:
+    """The newest checkpoint in ``folder`` that loads, or None if there is none; unreadable newer ones are
+    reported on stderr and left in place (nothing is deleted)."""
+    for step, path in reversed(list_checkpoints(folder)):
+        try:
+            state = torch.load(path, map_location=map_location, weights_only=False)
+            if not isinstance(state, dict) or state.get("step") != step:
+                raise ValueError("its contents do not match its name")
+            return state, path
+        except Exception as error:
+            print(f"softdiff: checkpoint {path} is unreadable ({type(error).__name__}: {error}); "
+                  "trying the previous one", file=sys.stderr)  # fmt: skip
+    return None

@@ -1,0 +1,225 @@
+"""Data sets as uint8 image tensors ``[N, C, H, W]``, loaded whole into memory (CIFAR-10: 150 MB; CelebA-64:
+2.5 GB), from a spec string:
+
+    shapes[:N]                 the built-in procedural set (N images, default 10 000; side from ``size``)
+    cifar10:PATH               the python pickle batches (a folder with data_batch_1..5 / test_batch, or the
+                               original cifar-10-python.tar.gz)
+    celeba:PATH[:crop=140|128] img_align_celeba as a folder or zip; centre crop 140 (or the 128 box), resize
+    folder:PATH                every png/jpg/jpeg/webp below PATH (recursive, sorted), centre-cropped to a square
+                               and resized to ``size`` when given
+    npz:PATH, npy:PATH         uint8 NHWC (the FID convention) or NCHW arrays; ``arr_0`` or the only array
+
+A missing, truncated or undecodable file raises an error naming it; nothing is skipped silently.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import tarfile
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .shapes import make_shapes
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+CELEBA_CROPS = (140, 128)
+
+
+class DataError(ValueError):
+    """A data set could not be read; the message names the file and the problem."""
+
+
+def to_model_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float32 [-1, 1]."""
+    return images.float() / 127.5 - 1.0
+
+
+def load_images(spec: str, *, size: int | None = None, split: str = "train") -> torch.Tensor:
+    """Images of the data set ``spec`` (see the module docstring) as uint8 ``[N, C, H, W]``."""
+    kind, _, rest = spec.partition(":")
+    if kind == "shapes":
+        count = int(rest) if rest else 10_000
+        return from_model_range(make_shapes(count, size=size or 32))
+    if not rest:
+        raise DataError(f"data spec {spec!r} needs a path: {kind}:PATH")
+    if kind == "cifar10":
+        images = load_cifar10(Path(rest), split=split)
+    elif kind == "celeba":
+        path, _, option = rest.partition(":crop=")
+        images = load_celeba(Path(path), crop=int(option) if option else 140, size=size or 64)
+        size = None
+    elif kind == "folder":
+        images = load_folder(Path(rest), size=size)
+        size = None
+    elif kind in ("npz", "npy"):
+        images = load_array(Path(rest))
+    else:
+        raise DataError(f"unknown data spec {spec!r}: expected shapes, cifar10:PATH, celeba:PATH, folder:PATH, "
+                        "npz:PATH or npy:PATH")  # fmt: skip
+    if size is not None and images.shape[-1] != size:
+        images = resize_batch(images, size)
+    return images
+
+
+def from_model_range(images: torch.Tensor) -> torch.Tensor:
+    """float [-1, 1] -> uint8."""
+    return ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"data not found: {path}")
+    return path
+
+
+def _unpickle(blob: bytes, name: str) -> np.ndarray:
+    try:
+        batch = pickle.loads(blob, encoding="bytes")
+        data = np.asarray(batch[b"data"], dtype=np.uint8)
+    except Exception as error:
+        raise DataError(f"{name}: not a CIFAR-10 pickle batch ({type(error).__name__}: {error})") from error
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise DataError(f"{name}: expected data of shape [N, 3072]; got {data.shape}")
+    return data.reshape(-1, 3, 32, 32)
+
+
+def load_cifar10(path: Path, *, split: str = "train") -> torch.Tensor:
+    """CIFAR-10 from its pickle batches (folder) or cifar-10-python.tar.gz: uint8 ``[N, 3, 32, 32]``."""
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    _require(path)
+    arrays = []
+    if path.is_dir():
+        for name in names:
+            file = _require(path / name)
+            arrays.append(_unpickle(file.read_bytes(), str(file)))
+    else:
+        try:
+            archive = tarfile.open(path, "r:*")
+            members = {Path(m.name).name: m for m in archive.getmembers() if m.isfile()}
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
+            raise DataError(f"{path}: not a readable tar archive ({type(error).__name__}: {error})") from error
+        with archive:
+            for name in names:
+                if name not in members:
+                    raise DataError(f"{path}: no member {name} (expected cifar-10-batches-py/{name})")
+                try:
+                    blob = archive.extractfile(members[name]).read()
+                except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
+                    raise DataError(f"{path}: member {name} is truncated or corrupt ({error})") from error
+                arrays.append(_unpickle(blob, f"{path}:{members[name].name}"))
+    return torch.from_numpy(np.concatenate(arrays))
+
+
+def _decode(blob: bytes, name: str):
+    from PIL import Image
+
+    try:
+        image = Image.open(io.BytesIO(blob))
+        image.load()
+        return image.convert("RGB")
+    except Exception as error:
+        raise DataError(f"{name}: cannot decode image ({type(error).__name__}: {error})") from error
+
+
+def _square_resize(image, size: int, crop: int | None = None):
+    """Centre crop (``crop`` pixels, else the largest square) and resize to size×size (bicubic, antialiased)."""
+    from PIL import Image
+
+    width, height = image.size
+    side = crop or min(width, height)
+    if side > min(width, height):
+        raise DataError(f"crop {side} is larger than the image ({width}x{height})")
+    left, top = (width - side) // 2, (height - side) // 2
+    image = image.crop((left, top, left + side, top + side))
+    return image if side == size else image.resize((size, size), Image.BICUBIC)
+
+
+def _to_tensor(images: list) -> torch.Tensor:
+    return torch.from_numpy(np.stack([np.asarray(image, dtype=np.uint8) for image in images])).permute(0, 3, 1, 2)
+
+
+def load_celeba(path: Path, *, crop: int = 140, size: int = 64) -> torch.Tensor:
+    """CelebA img_align_celeba (folder or zip) with a centre crop of ``crop`` (140, or the 128 box) resized to
+    ``size``: uint8 ``[N, 3, size, size]``."""
+    if crop not in CELEBA_CROPS:
+        raise DataError(f"celeba crop must be one of {CELEBA_CROPS}; got {crop}")
+    _require(path)
+    images = []
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*.jpg"))
+        if not files:
+            raise DataError(f"{path}: no .jpg images (expected img_align_celeba/*.jpg)")
+        for file in files:
+            images.append(_square_resize(_decode(file.read_bytes(), str(file)), size, crop))
+    else:
+        try:
+            archive = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as error:
+            raise DataError(f"{path}: not a readable zip archive ({error})") from error
+        with archive:
+            names = sorted(n for n in archive.namelist() if n.lower().endswith(".jpg"))
+            if not names:
+                raise DataError(f"{path}: no .jpg images inside")
+            for name in names:
+                try:
+                    blob = archive.read(name)
+                except (zipfile.BadZipFile, OSError, EOFError) as error:
+                    raise DataError(f"{path}:{name} is truncated or corrupt ({error})") from error
+                images.append(_square_resize(_decode(blob, f"{path}:{name}"), size, crop))
+    return _to_tensor(images)
+
+
+def load_folder(path: Path, *, size: int | None = None) -> torch.Tensor:
+    """Every image below ``path`` (recursive, sorted): uint8 ``[N, 3, S, S]``; all must share one size unless
+    ``size`` is given (then each is centre-cropped to a square and resized)."""
+    _require(path)
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    images = []
+    for file in files:
+        image = _decode(file.read_bytes(), str(file))
+        if size is not None:
+            image = _square_resize(image, size)
+        elif images and image.size != images[0].size:
+            raise DataError(f"{file}: size {image.size} differs from {files[0]} {images[0].size}; pass a size")
+        images.append(image)
+    return _to_tensor(images)
+
+
+def load_array(path: Path) -> torch.Tensor:
+    """A .npz (``arr_0`` or its only array) or .npy of uint8 images, NHWC or NCHW: uint8 ``[N, C, H, W]``."""
+    _require(path)
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded:
+                keys = loaded.files
+                key = "arr_0" if "arr_0" in keys else (keys[0] if len(keys) == 1 else None)
+                if key is None:
+                    raise DataError(f"{path}: holds {keys}; expected arr_0 or a single array")
+                array = loaded[key]
+        else:
+            array = loaded
+    except DataError:
+        raise
+    except Exception as error:
+        raise DataError(f"{path}: not a readable .npz/.npy file ({type(error).__name__}: {error})") from error
+    if array.dtype != np.uint8 or array.ndim != 4:
+        raise DataError(f"{path}: expected uint8 images [N, H, W, C] or [N, C, H, W]; got {array.dtype} "
+                        f"{array.shape}")  # fmt: skip
+    if array.shape[-1] in (1, 3) and array.shape[1] not in (1, 3):
+        array = array.transpose(0, 3, 1, 2)
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def resize_batch(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize uint8 ``[N, C, H, W]`` (square) to size×size with antialiased bicubic interpolation."""
+    resized = torch.nn.functional.interpolate(images.float(), size=(size, size), mode="bicubic", antialias=True,
+                                              align_corners=False)  # fmt: skip
+    return resized.round().clamp(0, 255).to(torch.uint8)

@@ -1,0 +1,170 @@
+"""``python -m softdiff.sample``: draw samples (or restore images) with a trained checkpoint.
+
+    python -m softdiff.sample --ckpt runs/demo --n 64 --steps 100 --sampler momentum --out samples/
+    python -m softdiff.sample --ckpt runs/demo/checkpoints/ckpt-00001200.pt --seeds 0-49999 --out samples.npz
+    python -m softdiff.sample --ckpt runs/demo --restore photo.png --t-start 0.3 --out restored/
+
+``--ckpt`` is a checkpoint file or a run folder (its newest readable checkpoint). The EMA weights are used
+unless ``--weights model``. Image b is a function of its seed alone, whatever batch or rank it falls in.
+Output: a folder (one PNG per seed, ``seed-000123.png``, and ``grid.png`` of the first 64) or a ``.npz`` holding
+uint8 NHWC images under ``arr_0`` (what FID tools read), in seed order. Under ``torchrun`` the seeds are split
+over the ranks.
+
+Restoration (``--restore IMAGE``): the image, centre-cropped and resized to the model's resolution, is taken
+as x_T at ``--t-start`` T (``--add-noise`` first adds σ_T noise, for a clean but blurry input) and the
+sampler runs from T to 0. Writes ``restore-seed-N.png``: input | restored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from .checkpoints import load_latest
+from .denoiser import Denoiser
+from .images import save_image_grid, to_uint8
+from .process import SoftDiffusionProcess
+from .samplers import SAMPLERS, sample
+from .train import TrainConfig, build_network
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-63', '1,5,9' or '0-9,20-29' -> the list of seeds (ranges inclusive)."""
+    seeds = []
+    for part in text.split(","):
+        first, dash, last = part.strip().partition("-")
+        try:
+            seeds.extend(range(int(first), int(last) + 1) if dash else [int(first)])
+        except ValueError as error:
+            raise SystemExit(f"softdiff.sample: --seeds must look like 0-63 or 1,5,9; got {text!r}") from error
+    if any(s < 0 for s in seeds):
+        raise SystemExit("softdiff.sample: seeds must be >= 0")
+    return seeds
+
+
+def load_model(ckpt: str, *, weights: str, device: torch.device):
+    """(denoiser, process, config) from a checkpoint file or run folder."""
+    path = Path(ckpt)
+    if path.is_dir():
+        found = load_latest(path / "checkpoints" if (path / "checkpoints").is_dir() else path)
+        if found is None:
+            raise SystemExit(f"softdiff.sample: no readable checkpoint in {path}")
+        state, path = found
+    else:
+        if not path.exists():
+            raise SystemExit(f"softdiff.sample: checkpoint not found: {path}")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as error:
+            raise SystemExit(
+                f"softdiff.sample: cannot read checkpoint {path} ({type(error).__name__}: {error})"
+            ) from error
+    config = TrainConfig(**state["config"])
+    process = SoftDiffusionProcess.from_dict(state["process"])
+    channels = state["ema"]["input.weight"].shape[1]
+    net = build_network(config, channels)
+    net.load_state_dict(state["ema" if weights == "ema" else "model"])
+    denoiser = Denoiser(net.to(device).eval(), process, precond=config.precond)
+    print(f"softdiff.sample: {path} (step {state['step']}, {weights} weights)", file=sys.stderr)
+    return denoiser, process, config
+
+
+def load_restore_image(path: Path, resolution: int) -> torch.Tensor:
+    from .data.loaders import _decode, _square_resize
+
+    if not path.exists():
+        raise SystemExit(f"softdiff.sample: image not found: {path}")
+    image = _square_resize(_decode(path.read_bytes(), str(path)), resolution)
+    array = torch.from_numpy(np.asarray(image, dtype=np.uint8)).permute(2, 0, 1)
+    return array.float()[None] / 127.5 - 1
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m softdiff.sample", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--ckpt", required=True, help="checkpoint file or run folder")
+    parser.add_argument("--n", type=int, default=None, help="number of samples (seeds 0..n-1 unless --seeds)")
+    parser.add_argument("--seeds", default=None, help="seeds, e.g. 0-63 or 1,5,9 (inclusive ranges)")
+    parser.add_argument("--steps", type=int, default=100, help="network evaluations per sample (default 100)")
+    parser.add_argument("--sampler", default="momentum", choices=SAMPLERS, help="sampler (default momentum)")
+    parser.add_argument("--out", required=True, help="output folder, or a .npz file")
+    parser.add_argument("--batch", type=int, default=64, help="samples per batch (default 64)")
+    parser.add_argument("--weights", default="ema", choices=("ema", "model"), help="EMA (default) or raw weights")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if present)")
+    parser.add_argument("--restore", default=None, help="an image to deblur and denoise")
+    parser.add_argument("--t-start", type=float, default=None, help="the level of --restore's image, t in (0, 1]")
+    parser.add_argument("--add-noise", action="store_true", help="add σ(t_start) noise to --restore's image first")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    wants_cuda = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+    device = torch.device(f"cuda:{local_rank}" if wants_cuda and world > 1 else (args.device or
+                          ("cuda" if torch.cuda.is_available() else "cpu")))  # fmt: skip
+    if world > 1:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    seeds = parse_seeds(args.seeds) if args.seeds else list(range(args.n if args.n is not None else 64))
+    if args.n is not None and args.seeds and args.n != len(seeds):
+        raise SystemExit(f"softdiff.sample: --n {args.n} but --seeds lists {len(seeds)} seeds")
+    if args.restore is not None and args.t_start is None:
+        raise SystemExit("softdiff.sample: --restore needs --t-start (the corruption level of the image)")
+    if args.t_start is not None and not 0 < args.t_start <= 1:
+        raise SystemExit(f"softdiff.sample: --t-start must lie in (0, 1]; got {args.t_start}")
+    denoiser, process, config = load_model(args.ckpt, weights=args.weights, device=device)
+    out = Path(args.out)
+    to_npz = out.suffix == ".npz"
+    folder = out.parent if to_npz else out
+    folder.mkdir(parents=True, exist_ok=True)
+    shape = (denoiser.net.config.image_channels, config.resolution, config.resolution)
+    restore = load_restore_image(Path(args.restore), config.resolution) if args.restore else None
+    mine = seeds[rank::world]
+    results = []
+    for start in range(0, len(mine), args.batch):
+        batch_seeds = mine[start : start + args.batch]
+        x_start = None
+        if restore is not None:
+            x_start = restore.expand(len(batch_seeds), -1, -1, -1).to(device)
+            if args.add_noise:
+                t = torch.full((len(batch_seeds),), args.t_start, device=device)
+                x_start = x_start + process.sigma(t).view(-1, 1, 1, 1) * torch.randn_like(x_start)
+        images = sample(denoiser, process, (len(batch_seeds), *shape), steps=args.steps, sampler=args.sampler,
+                        seeds=batch_seeds, x_start=x_start, t_start=args.t_start or 1.0, device=device,
+                        progress=not args.no_progress and rank == 0)  # fmt: skip
+        images = images.clamp(-1, 1).cpu()
+        for seed, image in zip(batch_seeds, images, strict=True):
+            if restore is not None:
+                save_image_grid(torch.stack([restore[0], image]), folder / f"restore-seed-{seed:06d}.png", scale=2)
+            elif not to_npz:
+                save_image_grid(image[None], folder / f"seed-{seed:06d}.png", padding=0)
+        results.append(images)
+    images = torch.cat(results) if results else torch.empty(0, *shape)
+    if to_npz and restore is None:
+        part = folder / f".{out.name}.rank{rank}.npz"
+        np.savez(part, seeds=np.array(mine, dtype=np.int64), arr_0=to_uint8(images).numpy())
+        if world > 1:
+            dist.barrier()
+        if rank == 0:
+            parts = [np.load(folder / f".{out.name}.rank{r}.npz") for r in range(world)]
+            order = np.concatenate([p["seeds"] for p in parts])
+            arrays = np.concatenate([p["arr_0"] for p in parts])
+            np.savez(out, arr_0=arrays[np.argsort(order, kind="stable")])
+            for r in range(world):
+                (folder / f".{out.name}.rank{r}.npz").unlink()
+            print(f"softdiff.sample: wrote {len(order)} images to {out}", file=sys.stderr)
+    elif restore is None and rank == 0:
+        save_image_grid(images[:64], folder / "grid.png", scale=2)
+        print(f"softdiff.sample: wrote {len(mine)} images to {folder}", file=sys.stderr)
+    if world > 1:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

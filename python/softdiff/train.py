@@ -1,0 +1,432 @@
+"""``python -m softdiff.train``: train a Soft Diffusion model (DESIGN §2.3).
+
+With no arguments it trains the ``demo`` preset on the built-in ``shapes`` data on whatever device is there
+and writes, under ``--out`` (default ``runs/<preset>``):
+
+    log.jsonl              one JSON object per logged step: step, loss, img_per_s, lr, seconds
+    samples/step-N.png     sample grids from the EMA network with fixed seeds
+    checkpoints/ckpt-N.pt  model, EMA, optimizer, AMP scaler, step, RNG states, data position, the full config
+                           and the process (schedules, prior statistics); written atomically, the last k kept
+
+Running the same command again with the same ``--out`` resumes from the newest readable checkpoint (a larger
+``--steps`` extends the run). Every step is a pure function of (seed, step): the batch order, flips, times and
+noise are drawn from per-step generators, so a run killed at any point and resumed reaches the same weights
+as an uninterrupted one (bit for bit on the CPU). A NaN/Inf loss stops the run before anything is saved.
+
+Multi-GPU / multi-node: ``torchrun --nproc_per_node N -m softdiff.train ...`` (NCCL on GPUs, gloo on CPUs);
+``--batch`` is the global batch, sharded over ranks; only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from .checkpoints import load_latest, save_checkpoint
+from .data import load_images, to_model_range
+from .denoiser import Denoiser
+from .images import save_image_grid
+from .losses import LOSSES, WEIGHTINGS, soft_score_matching_loss
+from .networks import NETWORK_SIZES, build_unet, count_parameters
+from .operators import DCTBlur, Identity
+from .process import SoftDiffusionProcess
+from .samplers import SAMPLERS, sample
+from .schedules import GeometricNoise, LevelSchedule
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run; each preset fills some, each flag overrides one (units in the help texts)."""
+
+    data: str = "shapes"
+    resolution: int = 32
+    net: str = "tiny"
+    operator: str = "dct_blur"
+    sigma_min: float = 0.02
+    sigma_max: float = 100.0
+    blur_max: float | None = None  # default 0.36 · resolution
+    schedule_file: str | None = None
+    prior: str = "gaussian"
+    precond: str = "edm"
+    weighting: str = "edm"
+    loss: str = "soft"
+    steps: int = 2000
+    batch: int = 32
+    lr: float = 2e-3
+    warmup: int = 100
+    grad_clip: float = 1.0
+    ema: float = 0.999
+    flips: bool = True
+    dropout: float | None = None
+    seed: int = 0
+    amp: str = "off"
+    compile: bool = False
+    channels_last: bool = False
+    device: str | None = None
+    nfe: int = 50
+    sampler: str = "momentum"
+    sample_count: int = 64
+    log_every: int = 25
+    ckpt_every: int = 250
+    sample_every: int = 1000
+    keep: int = 3
+
+
+PRESETS: dict[str, dict] = {
+    "demo": dict(data="shapes:4096", resolution=32, net="tiny", steps=1200, batch=32, lr=2e-3, warmup=100,
+                 sigma_max=100.0, nfe=50, sample_every=400, ckpt_every=200),
+    "smoke": dict(data="shapes:64", resolution=16, net="tiny", steps=6, batch=8, lr=1e-3, warmup=2, nfe=4,
+                  sample_count=4, log_every=1, ckpt_every=3, sample_every=6),
+    "cifar10": dict(data="cifar10:data/cifar-10-python.tar.gz", resolution=32, net="paper", sigma_max=100.0,
+                    steps=1_300_000, batch=128, lr=2e-4, warmup=5000, ema=0.999, nfe=300, log_every=100,
+                    ckpt_every=10_000, sample_every=50_000, keep=5),
+    "celeba64": dict(data="celeba:data/img_align_celeba", resolution=64, net="paper", sigma_max=180.0,
+                     blur_max=23.0, steps=1_300_000, batch=128, lr=2e-4, warmup=5000, ema=0.999, nfe=300,
+                     log_every=100, ckpt_every=10_000, sample_every=50_000, keep=5),
+}  # fmt: skip
+
+HELP = {
+    "data": "data spec: shapes[:N], cifar10:PATH, celeba:PATH[:crop=140|128], folder:PATH, npz:PATH",
+    "resolution": "image side in pixels", "net": f"network size: {', '.join(NETWORK_SIZES)}",
+    "operator": "corruption: dct_blur or identity (Gaussian baseline)",
+    "sigma_min": "noise σ at t=0, data in [-1, 1] units", "sigma_max": "noise σ at t=1, data in [-1, 1] units",
+    "blur_max": "blur σ_B at t=1 in pixels (default 0.36 x resolution)",
+    "schedule_file": "a level schedule JSON (levels at uniform t) instead of sin²",
+    "prior": "p_1: gaussian (N(C_1 0, σ_1² I)) or fit (DCT-domain Gaussian fitted to the data)",
+    "precond": "edm or paper (residual)", "weighting": f"loss weighting: {', '.join(WEIGHTINGS)}",
+    "loss": f"{', '.join(LOSSES)} (cold = plain clean-image loss, the ablation)",
+    "steps": "total optimizer steps (raise it to extend a finished run)", "batch": "global batch (images)",
+    "lr": "Adam learning rate", "warmup": "linear learning-rate warm-up (steps)",
+    "grad_clip": "gradient-norm clip (0: off)", "ema": "EMA decay per step (warmed up: min(ema, (1+s)/(10+s)))",
+    "flips": "random horizontal flips",
+    "dropout": "override the network's dropout probability", "seed": "seed of every random choice of the run",
+    "amp": "mixed precision: off, bf16, fp16", "compile": "torch.compile the network",
+    "channels_last": "channels-last memory format", "device": "cpu, cuda, cuda:1 ... (default: cuda if present)",
+    "nfe": "network evaluations per sample grid", "sampler": f"sampler for grids: {', '.join(SAMPLERS)}",
+    "sample_count": "images per sample grid", "log_every": "steps between log lines",
+    "ckpt_every": "steps between checkpoints", "sample_every": "steps between sample grids",
+    "keep": "checkpoints kept",
+}  # fmt: skip
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or Inf; the run stops before saving anything poisoned."""
+
+
+def parse_args(argv=None) -> tuple[TrainConfig, str, Path]:
+    parser = argparse.ArgumentParser(prog="python -m softdiff.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--preset", default="demo", choices=sorted(PRESETS), help="starting values (default demo)")
+    parser.add_argument("--out", default=None, help="run folder (default runs/<preset>)")
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=HELP[f.name])
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
+            parser.add_argument(flag, type=kind, default=None, help=HELP[f.name])
+    args = parser.parse_args(argv)
+    values = {**PRESETS[args.preset]}
+    values |= {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
+    config = TrainConfig(**values)
+    check_config(config)
+    return config, args.preset, Path(args.out or f"runs/{args.preset}")
+
+
+def check_config(config: TrainConfig) -> None:
+    checks = [(config.net in NETWORK_SIZES, f"--net must be one of {sorted(NETWORK_SIZES)}"),
+              (config.operator in ("dct_blur", "identity"), "--operator must be dct_blur or identity"),
+              (config.amp in ("off", "bf16", "fp16"), "--amp must be off, bf16 or fp16"),
+              (config.prior in ("gaussian", "fit"), "--prior must be gaussian or fit"),
+              (config.sampler in SAMPLERS, f"--sampler must be one of {SAMPLERS}"),
+              (config.steps >= 1 and config.batch >= 1, "--steps and --batch must be >= 1"),
+              (config.keep >= 1, "--keep must be >= 1"), (0 <= config.ema < 1, "--ema must lie in [0, 1)"),
+              (config.lr > 0, "--lr must be > 0")]  # fmt: skip
+    for ok, message in checks:
+        if not ok:
+            raise SystemExit(f"softdiff.train: {message}")
+
+
+# --- pieces of a run ------------------------------------------------------------------------------------------
+
+
+def build_process(config: TrainConfig) -> SoftDiffusionProcess:
+    noise = GeometricNoise(config.sigma_min, config.sigma_max)
+    if config.operator == "identity":
+        return SoftDiffusionProcess(Identity(), noise=noise, levels=LevelSchedule.zero())
+    if config.schedule_file:
+        levels = LevelSchedule.from_levels(json.loads(Path(config.schedule_file).read_text())["levels"])
+    else:
+        levels = LevelSchedule.sin2(config.blur_max if config.blur_max is not None else 0.36 * config.resolution)
+    return SoftDiffusionProcess(DCTBlur(), noise=noise, levels=levels)
+
+
+def build_network(config: TrainConfig, channels: int):
+    net = build_unet(config.net, resolution=config.resolution, image_channels=channels)
+    if config.dropout is not None:
+        for module in net.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = config.dropout
+    return net
+
+
+def step_generator(seed: int, step: int, purpose: int) -> torch.Generator:
+    """A CPU generator that is a pure function of (seed, step, purpose)."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 8 + purpose)
+
+
+def batch_indices(config: TrainConfig, step: int, count: int) -> torch.Tensor:
+    """Global indices of the batch of ``step``: epochs are seeded permutations, read in order."""
+    start = step * config.batch
+    indices = []
+    while len(indices) < config.batch:
+        epoch, offset = divmod(start + len(indices), count)
+        order = torch.randperm(count, generator=step_generator(config.seed, epoch, 7))
+        indices.extend(order[offset : offset + config.batch - len(indices)].tolist())
+    return torch.tensor(indices)
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(config: TrainConfig) -> tuple[Distributed, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        return Distributed(), device
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = (config.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+    device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    if config.batch % world:
+        raise SystemExit(f"softdiff.train: --batch {config.batch} must be divisible by the {world} ranks")
+    return Distributed(rank, world, local_rank), device
+
+
+def rng_states() -> dict:
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),  # noqa: NPY002 - the global state, saved as is
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def ema_decay(decay: float, step: int) -> float:
+    """The EMA decay after ``step`` steps, warmed up as min(decay, (1 + step) / (10 + step)) so that short runs
+    are not dominated by the initial weights (0.999^1000 still gives them 37%)."""
+    return min(decay, (1 + step) / (10 + step))
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, net: torch.nn.Module, decay: float) -> None:
+    for ema_parameter, parameter in zip(ema.parameters(), net.parameters(), strict=True):
+        ema_parameter.lerp_(parameter.detach(), 1 - decay)
+
+
+def save_samples(config, process, ema, out: Path, step: int, device, channels: int) -> Path:
+    denoiser = Denoiser(ema, process, precond=config.precond).eval()
+    images = sample(
+        denoiser,
+        process,
+        (config.sample_count, channels, config.resolution, config.resolution),
+        steps=config.nfe,
+        sampler=config.sampler,
+        seeds=range(config.sample_count),
+        device=device,
+    )
+    return save_image_grid(images.clamp(-1, 1), out / "samples" / f"step-{step:08d}.png", scale=2)
+
+
+def check_ranks_agree(net: torch.nn.Module, ddp: Distributed) -> None:
+    """All ranks must end with the same weights (DDP keeps them in step); say so, or fail."""
+    flat = torch.cat([p.detach().flatten().double().cpu() for p in net.parameters()])
+    mine = torch.stack([flat.sum(), flat.abs().sum(), (flat * torch.arange(flat.numel(), dtype=torch.float64)).sum()])
+    gathered = [torch.zeros_like(mine) for _ in range(ddp.world)]
+    dist.all_gather_object(gathered, mine)
+    if any(not torch.equal(g, gathered[0]) for g in gathered):
+        raise RuntimeError(f"softdiff.train: ranks ended with different weights: {[g.tolist() for g in gathered]}")
+    if ddp.is_main:
+        print(
+            f"softdiff.train: {ddp.world} ranks hold identical weights (checksum {gathered[0][0].item():.17g})",
+            flush=True,
+        )
+
+
+def rewrite_log(path: Path, last_step: int) -> None:
+    """Keep the log lines of steps ≤ last_step (a resumed run repeats the steps after its checkpoint)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+# --- the run --------------------------------------------------------------------------------------------------
+
+
+def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
+    """Run (or resume) training; returns a summary. See the module docstring."""
+    ddp, device = setup_distributed(config)
+    torch.manual_seed(config.seed)
+    images = load_images(config.data, size=config.resolution)  # uint8 [N, C, H, W]
+    channels = images.shape[1]
+    process = build_process(config)
+    net = build_network(config, channels).to(device)
+    ema = copy.deepcopy(net).requires_grad_(False).eval()
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, betas=(0.9, 0.999), eps=1e-8)
+    scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
+    start_step = 0
+    resumed = load_latest(out / "checkpoints")
+    if resumed is not None:
+        state, path = resumed
+        saved = TrainConfig(**state["config"])
+        if (saved.net, saved.resolution, saved.data) != (config.net, config.resolution, config.data):
+            raise SystemExit(f"softdiff.train: {path} was trained with net={saved.net}, resolution={saved.resolution}, "
+                             f"data={saved.data}; use another --out for a different run")  # fmt: skip
+        net.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        process = SoftDiffusionProcess.from_dict(state["process"])
+        start_step = state["step"]
+        if ddp.is_main:
+            print(f"softdiff.train: resuming from {path} (step {start_step})", flush=True)
+            rewrite_log(out / "log.jsonl", start_step)
+    elif config.prior == "fit":
+        process.fit_prior(to_model_range(images), batch_size=1024)
+    if config.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    model = net
+    if ddp.world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda"
+                                                          else None)  # fmt: skip
+    if config.compile:
+        model = torch.compile(model)
+    denoiser = Denoiser(model, process, precond=config.precond)
+    if ddp.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        print(f"softdiff.train: preset {preset}, {len(images)} images {tuple(images.shape[1:])}, net {config.net} "
+              f"({count_parameters(net) / 1e6:.2f}M parameters), device {device}, {ddp.world} rank(s), "
+              f"steps {start_step}->{config.steps}, out {out}", flush=True)  # fmt: skip
+
+    local = config.batch // ddp.world
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
+    log_file = open(out / "log.jsonl", "a") if ddp.is_main else None  # closed in the finally below
+    progress = None
+    if ddp.is_main:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(
+            total=config.steps, initial=start_step, unit="step", dynamic_ncols=True, file=sys.stdout, mininterval=2.0
+        )
+    window_start, window_images, loss_value = time.perf_counter(), 0, float("nan")
+    try:
+        for step in range(start_step, config.steps):
+            # Everything random in this step is a function of (seed, step) and the sample's global index.
+            indices = batch_indices(config, step, len(images))
+            flips = torch.rand(config.batch, generator=step_generator(config.seed, step, 1)) < 0.5
+            uniforms = torch.rand(config.batch, generator=step_generator(config.seed, step, 2), dtype=torch.float64)
+            eps = 1e-3
+            t_global = (eps + (1 - eps) * (torch.arange(config.batch) + uniforms) / config.batch).float()
+            seeds_global = torch.randint(0, 2**62, (config.batch,), generator=step_generator(config.seed, step, 3))
+            mine = slice(ddp.rank * local, (ddp.rank + 1) * local)
+            x0 = to_model_range(images[indices[mine]])
+            if config.flips:
+                x0 = torch.where(flips[mine, None, None, None], x0.flip(-1), x0)
+            x0 = x0.to(device, non_blocking=True)
+            if config.channels_last:
+                x0 = x0.contiguous(memory_format=torch.channels_last)
+            torch.manual_seed(config.seed * 1_000_003 + step)  # dropout
+            lr = config.lr * min(1.0, (step + 1) / max(1, config.warmup))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                loss = soft_score_matching_loss(
+                    denoiser,
+                    x0,
+                    process,
+                    weighting=config.weighting,
+                    loss=config.loss,
+                    t=t_global[mine].to(device),
+                    seeds=seeds_global[mine].to(device),
+                )
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                raise NonFiniteLoss(f"the loss is {loss_value} at step {step}; stopping before anything is saved "
+                                    "(the last checkpoint is intact). Try a lower --lr or --amp off.")  # fmt: skip
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if config.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            update_ema(ema, net, ema_decay(config.ema, step))
+            window_images += config.batch
+            done = step + 1
+            if ddp.is_main:
+                progress.update(1)
+                if done % config.log_every == 0 or done == config.steps:
+                    elapsed = time.perf_counter() - window_start
+                    record = {"step": done, "loss": loss_value, "img_per_s": window_images / elapsed, "lr": lr,
+                              "seconds": elapsed}  # fmt: skip
+                    log_file.write(json.dumps(record) + "\n")
+                    log_file.flush()
+                    progress.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{record['img_per_s']:.1f}")
+                    window_start, window_images = time.perf_counter(), 0
+                if done % config.ckpt_every == 0 or done == config.steps:
+                    state = {"step": done, "model": net.state_dict(), "ema": ema.state_dict(),
+                             "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                             "config": asdict(config), "process": process.to_dict(), "rng": rng_states(),
+                             "data_position": done * config.batch, "preset": preset}  # fmt: skip
+                    save_checkpoint(state, out / "checkpoints", done, keep=config.keep)
+                if done % config.sample_every == 0 or done == config.steps:
+                    save_samples(config, process, ema, out, done, device, channels)
+        if ddp.world > 1:
+            check_ranks_agree(net, ddp)
+    finally:
+        if progress is not None:
+            progress.close()
+        if log_file is not None:
+            log_file.close()
+        if ddp.world > 1:
+            dist.destroy_process_group()
+    return {"step": config.steps, "loss": loss_value, "out": str(out)}
+
+
+def main(argv=None) -> int:
+    config, preset, out = parse_args(argv)
+    try:
+        train(config, out, preset=preset)
+    except NonFiniteLoss as error:
+        print(f"softdiff.train: {error}", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

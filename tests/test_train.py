@@ -1,0 +1,169 @@
+"""python -m softdiff.train and python -m softdiff.sample: end to end, resume, kill -9, corrupt checkpoints,
+the NaN guard, 2-process DDP, per-seed sampling."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import softdiff.train as train_module
+from softdiff.checkpoints import list_checkpoints, load_latest
+
+SMOKE = ["--preset", "smoke"]
+
+
+def run(*args, check=True, timeout=600, **kwargs):
+    result = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout, **kwargs)
+    if check:
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    return result
+
+
+def final_weights(out):
+    state, _ = load_latest(out / "checkpoints")
+    return state
+
+
+def assert_same_state(a, b):
+    for key in ("model", "ema"):
+        for name in a[key]:
+            assert torch.equal(a[key][name], b[key][name]), f"{key}.{name} differs"
+    assert a["step"] == b["step"]
+
+
+def test_smoke_training_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    result = run("softdiff.train", *SMOKE, "--out", str(out))
+    assert "preset smoke" in result.stdout
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
+    assert all({"loss", "img_per_s", "lr"} <= set(r) and np.isfinite(r["loss"]) for r in log)
+    assert (out / "samples" / "step-00000006.png").exists()
+    assert [step for step, _ in list_checkpoints(out / "checkpoints")] == [3, 6]
+    state = final_weights(out)
+    assert {"model", "ema", "optimizer", "scaler", "step", "rng", "data_position", "config", "process"} <= set(state)
+    assert state["data_position"] == 6 * 8 and state["config"]["net"] == "tiny"
+
+
+def test_resume_after_a_clean_stop_equals_one_run(tmp_path):
+    run("softdiff.train", *SMOKE, "--out", str(tmp_path / "a"), "--steps", "3")
+    resumed = run("softdiff.train", *SMOKE, "--out", str(tmp_path / "a"), "--steps", "6")
+    assert "resuming from" in resumed.stdout
+    run("softdiff.train", *SMOKE, "--out", str(tmp_path / "b"), "--steps", "6")
+    assert_same_state(final_weights(tmp_path / "a"), final_weights(tmp_path / "b"))
+    steps = [json.loads(line)["step"] for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_sigkill_and_resume_is_bit_exact(tmp_path):
+    args = [*SMOKE, "--steps", "40", "--ckpt-every", "2", "--keep", "2", "--sample-every", "1000"]
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "softdiff.train", *args, "--out", str(killed)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 300
+    while time.time() < deadline and not any(step >= 6 for step, _ in list_checkpoints(killed / "checkpoints")):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    interrupted_at = max(step for step, _ in list_checkpoints(killed / "checkpoints"))
+    assert interrupted_at < 40, "the run finished before it could be killed"
+    run("softdiff.train", *args, "--out", str(killed))
+    run("softdiff.train", *args, "--out", str(tmp_path / "whole"))
+    assert_same_state(final_weights(killed), final_weights(tmp_path / "whole"))
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path):
+    out = tmp_path / "run"
+    run("softdiff.train", *SMOKE, "--out", str(out))
+    newest = list_checkpoints(out / "checkpoints")[-1][1]
+    newest.write_bytes(newest.read_bytes()[:1000])  # truncated
+    result = run("softdiff.train", *SMOKE, "--out", str(out), "--steps", "6")
+    assert "ckpt-00000006.pt is unreadable" in result.stderr and "resuming from" in result.stdout
+    assert "ckpt-00000003.pt" in result.stdout
+
+
+def test_nan_loss_stops_before_saving(tmp_path, monkeypatch):
+    calls = []
+    real_loss = train_module.soft_score_matching_loss
+
+    def poisoned(*args, **kwargs):
+        calls.append(1)
+        loss = real_loss(*args, **kwargs)
+        return loss * float("nan") if len(calls) == 5 else loss
+
+    monkeypatch.setattr(train_module, "soft_score_matching_loss", poisoned)
+    config, preset, _ = train_module.parse_args(SMOKE)
+    with pytest.raises(train_module.NonFiniteLoss, match="the loss is nan at step 4"):
+        train_module.train(config, tmp_path / "run", preset=preset)
+    assert [step for step, _ in list_checkpoints(tmp_path / "run" / "checkpoints")] == [3]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_ddp_equals_one_process(tmp_path):
+    args = [*SMOKE, "--steps", "4", "--device", "cpu"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    ddp = run("torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port",
+              str(free_port()), "-m", "softdiff.train", *args, "--out", str(tmp_path / "ddp"), env=env)  # fmt: skip
+    assert "2 ranks hold identical weights" in ddp.stdout
+    run("softdiff.train", *args, "--out", str(tmp_path / "single"), env=env)
+    two, one = final_weights(tmp_path / "ddp"), final_weights(tmp_path / "single")
+    for name in one["model"]:
+        torch.testing.assert_close(two["model"][name], one["model"][name], rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("trained") / "run"
+    run("softdiff.train", *SMOKE, "--out", str(out))
+    return out
+
+
+def test_sample_cli_per_seed_reproducible(trained, tmp_path):
+    run("softdiff.sample", "--ckpt", str(trained), "--seeds", "0-3", "--steps", "4", "--batch", "4", "--out",
+        str(tmp_path / "all.npz"), "--no-progress")  # fmt: skip
+    run("softdiff.sample", "--ckpt", str(trained / "checkpoints" / "ckpt-00000006.pt"), "--seeds", "2,3", "--steps",
+        "4", "--batch", "1", "--out", str(tmp_path / "some"), "--no-progress")  # fmt: skip
+    images = np.load(tmp_path / "all.npz")["arr_0"]
+    assert images.shape == (4, 16, 16, 3) and images.dtype == np.uint8
+    from PIL import Image
+
+    for seed in (2, 3):
+        alone = np.asarray(Image.open(tmp_path / "some" / f"seed-{seed:06d}.png"))
+        assert np.abs(alone.astype(int) - images[seed].astype(int)).max() <= 1
+    assert (tmp_path / "some" / "grid.png").exists()
+
+
+def test_sample_cli_restore_and_errors(trained, tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(tmp_path / "in.png")
+    run("softdiff.sample", "--ckpt", str(trained), "--restore", str(tmp_path / "in.png"), "--t-start", "0.3",
+        "--n", "2", "--steps", "3", "--out", str(tmp_path / "restored"), "--no-progress")  # fmt: skip
+    assert (tmp_path / "restored" / "restore-seed-000001.png").exists()
+    missing = run("softdiff.sample", "--ckpt", str(tmp_path / "nothing.pt"), "--out", str(tmp_path / "x"),
+                  check=False)  # fmt: skip
+    assert missing.returncode != 0 and "checkpoint not found" in missing.stderr
+    no_level = run("softdiff.sample", "--ckpt", str(trained), "--restore", str(tmp_path / "in.png"), "--out",
+                   str(tmp_path / "x"), check=False)  # fmt: skip
+    assert no_level.returncode != 0 and "--restore needs --t-start" in no_level.stderr
+
+
+def test_train_rejects_bad_options(tmp_path):
+    result = run("softdiff.train", *SMOKE, "--net", "huge", "--out", str(tmp_path / "x"), check=False)
+    assert result.returncode != 0 and "--net must be one of" in result.stderr
+    other = tmp_path / "other"
+    run("softdiff.train", *SMOKE, "--out", str(other))
+    clash = run("softdiff.train", *SMOKE, "--out", str(other), "--resolution", "32", check=False)
+    assert clash.returncode != 0 and "use another --out" in clash.stderr
