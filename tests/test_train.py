@@ -167,3 +167,20 @@ def test_train_rejects_bad_options(tmp_path):
     run("softdiff.train", *SMOKE, "--out", str(other))
     clash = run("softdiff.train", *SMOKE, "--out", str(other), "--resolution", "32", check=False)
     assert clash.returncode != 0 and "use another --out" in clash.stderr
+
+
+def test_bf16_autocast_and_channels_last_run(tmp_path):
+    out = tmp_path / "amp"
+    run("softdiff.train", *SMOKE, "--out", str(out), "--steps", "3", "--amp", "bf16", "--channels-last",
+        "--device", "cpu")  # fmt: skip
+    state = final_weights(out)
+    assert state["config"]["amp"] == "bf16" and state["config"]["channels_last"] is True
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_fitted_prior_and_identity_operator_runs(tmp_path):
+    out = tmp_path / "fit"
+    run("softdiff.train", *SMOKE, "--out", str(out), "--steps", "2", "--prior", "fit", "--sigma-max", "0.5")
+    assert final_weights(out)["process"]["prior"]["kind"] == "dct_gaussian"
+    run("softdiff.train", *SMOKE, "--out", str(tmp_path / "ve"), "--steps", "2", "--operator", "identity")
+    assert final_weights(tmp_path / "ve")["process"]["operator"]["name"] == "identity"
