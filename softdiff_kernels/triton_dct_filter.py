@@ -117,7 +117,8 @@ def _dct_filter_kernel(
         tl.store(out_ptr + b * s_ob + plane * s_oc + hh * s_oh + ww * s_ow, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def _strides(x: torch.Tensor | None, n: int) -> tuple[int, ...]:
+def strides_or_zeros(x: torch.Tensor | None, n: int) -> tuple[int, ...]:
+    """The strides of an optional tensor of rank n (zeros when absent; the kernel never reads it then)."""
     return tuple(x.stride()) if x is not None else (0,) * n
 
 
@@ -165,8 +166,8 @@ def dct_filter_triton(
         alpha.to(torch.float32) if alpha is not None else dummy, beta.to(torch.float32) if beta is not None else dummy,
         seeds if seeds is not None else dummy, m_h, m_w,
         int(stream), channels, height, width,
-        *a.stride(), *_strides(a2, 4), *_strides(c, 4), *_strides(noise, 4), *out.stride(),
-        *_strides(rows, 3), *_strides(cols, 3), *_strides(table, 3),
+        *a.stride(), *strides_or_zeros(a2, 4), *strides_or_zeros(c, 4), *strides_or_zeros(noise, 4), *out.stride(),
+        *strides_or_zeros(rows, 3), *strides_or_zeros(cols, 3), *strides_or_zeros(table, 3),
         FILTER=mode, HAS_A2=a2 is not None, HAS_C=c is not None, NOISE=noise_mode,
         BH=bh, BW=bw, PLANES=planes, PRECISION="ieee",
         num_warps=4 if max(bh, bw) <= 64 else 8,

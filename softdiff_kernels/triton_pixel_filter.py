@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_dct_filter import NOISE_NONE, NOISE_SEEDS, NOISE_TENSOR, seeded_normal_tile
+from .triton_dct_filter import NOISE_NONE, NOISE_SEEDS, NOISE_TENSOR, seeded_normal_tile, strides_or_zeros
 
 
 @triton.jit
@@ -49,10 +49,6 @@ def _pixel_filter_kernel(
     tl.store(out_ptr + b * s_ob + plane * s_oc + hh * s_oh + ww * s_ow, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def _strides(x: torch.Tensor | None) -> tuple[int, ...]:
-    return tuple(x.stride()) if x is not None else (0, 0, 0, 0)
-
-
 def pixel_filter_triton(
     a, *, table, a2=None, alpha=None, c=None, beta=None, noise=None, seeds=None, stream=0, rows_per_program=None
 ):
@@ -72,7 +68,8 @@ def pixel_filter_triton(
         table, alpha.to(torch.float32) if alpha is not None else dummy,
         beta.to(torch.float32) if beta is not None else dummy, seeds if seeds is not None else dummy,
         int(stream), channels, height, width,
-        *a.stride(), *_strides(a2), *_strides(c), *_strides(noise), *out.stride(), *table.stride(),
+        *a.stride(), *strides_or_zeros(a2, 4), *strides_or_zeros(c, 4), *strides_or_zeros(noise, 4),
+        *out.stride(), *table.stride(),
         HAS_A2=a2 is not None, HAS_C=c is not None, NOISE=noise_mode, BH=block_h, BW=block_w,
     )  # fmt: skip
     return out
