@@ -145,6 +145,19 @@ def test_sample_cli_per_seed_reproducible(trained, tmp_path):
     assert (tmp_path / "some" / "grid.png").exists()
 
 
+def test_sample_cli_under_torchrun_equals_one_process(trained, tmp_path):
+    # Five seeds over two ranks (3 + 2): the gathered .npz must hold the single-process images in seed order.
+    args = ["--ckpt", str(trained), "--seeds", "10-14", "--steps", "3", "--batch", "2", "--no-progress"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    run("torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port",
+        str(free_port()), "-m", "softdiff.sample", *args, "--out", str(tmp_path / "two.npz"), env=env)  # fmt: skip
+    run("softdiff.sample", *args, "--out", str(tmp_path / "one.npz"), env=env)
+    two, one = np.load(tmp_path / "two.npz")["arr_0"], np.load(tmp_path / "one.npz")["arr_0"]
+    assert two.shape == one.shape == (5, 16, 16, 3)
+    assert np.abs(two.astype(int) - one.astype(int)).max() <= 1
+    assert not list(tmp_path.glob(".two.npz.rank*"))  # the per-rank parts are cleaned up
+
+
 def test_sample_cli_restore_and_errors(trained, tmp_path):
     from PIL import Image
 
