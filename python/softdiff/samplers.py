@@ -8,9 +8,25 @@ Limits: with C ≡ I momentum is the variance-exploding reverse-diffusion step o
 is DDIM (Euler for VE); with σ' = σ momentum is Cold Diffusion's improved step x_t + (C' − C) x̂_0.
 
 Every step is one fused op: Σ_j w_j C(level_j) x̂_0 + α x_t + β η with (w, α, β) from the table above.
-All samplers share the grid t_i = t_start (1 − i/N), i = 0..N (NFE = N); the last step returns the x̂_0 of
-the last network call. Each sample's noise comes from its own seed (step i uses stream i + 1; the prior
-stream 0), so a sample does not depend on the batch it was drawn in.
+
+Second order (beyond the paper). The probability-flow ODE of x_t = C_t x_0 + σ_t η is the mean of the
+conditional velocity Ċ_t x_0 + σ̇_t η given x_t:
+    dx/dt = Ċ_t x̂_0 + (σ̇_t/σ_t)(x − C_t x̂_0),   so   d(x/σ_t)/dt = (d/dt)(C_t/σ_t) x̂_0.
+Per coefficient k of the operator's basis (eigenvalue d_k of C_t), with the log signal-to-noise ratio
+ρ_k = log(d_k/σ_t):  x_{t'}/σ' = x_t/σ + ∫_ρ^ρ' e^ρ x̂_0(ρ) dρ  exactly. Frozen x̂_0 gives momentum_ode.
+Taking x̂_0 linear in ρ through two network calls (x̂_0 at t, x̂_0° at t°) gives (:func:`second_order_step`)
+    x_{t'} = C' x̂_0 + (σ'/σ)(x_t − C x̂_0) + d' ψ(h)/(ρ° − ρ) ⊙ (x̂_0° − x̂_0),   h = ρ' − ρ,  ψ(h) = h − 1 + e^{−h}
+(an exponential integrator; for C ≡ I it is DPM-Solver++'s data-prediction form):
+    multistep     t° = the previous grid time (Adams–Bashforth 2; the first step is momentum_ode).
+    heun          the multistep step predicts x̃_{i+1}; the network is called there, and the step i → i+1 is
+                  redone with the trapezoid (Heun) rule, t° = t_{i+1}; the call at x̃_{i+1} is reused for the
+                  next step, as in UniPC (Zhao et al. 2023), so Heun costs one call per step, not two.
+Both are deterministic and call the network N times for N steps, at the grid times.
+
+All samplers share the time grid (default t_i = t_start (1 − i/N), i = 0..N; see :mod:`.time_grids`;
+NFE = N): the network is called at t_0 … t_{N−1} and the last call's x̂_0 is returned. Each sample's noise
+comes from its own seed (step i uses stream i + 1; the prior stream 0), so a sample does not depend on the
+batch it was drawn in.
 """
 
 from __future__ import annotations
@@ -19,9 +35,13 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ._checks import as_seeds, as_times, check_choice, check_finite, check_images, check_values_enabled
+import softdiff_kernels as sk
 
-SAMPLERS = ("momentum", "naive", "momentum_ode")
+from ._checks import as_seeds, as_times, check_choice, check_finite, check_images, check_values_enabled
+from .time_grids import resolve_grid, uniform_grid
+
+SAMPLERS = ("momentum", "naive", "momentum_ode", "multistep", "heun")
+SECOND_ORDER = ("multistep", "heun")
 
 
 def _step_inputs(process, x_t, x0_hat, t, t_next, noise, seeds, *, stochastic: bool):
@@ -78,14 +98,48 @@ def momentum_ode_step(process, x_t, x0_hat, t, t_next, noise=None, *, seeds=None
     return process.operator.combine(x0_hat, [level_next, level], [torch.ones_like(ratio), -ratio], alpha=ratio, c=x_t)
 
 
+def second_order_step(process, x_t, x0_hat, t, t_next, x0_hat_other, t_other):
+    """x_{t'} = C' x̂_0 + (σ'/σ)(x_t − C x̂_0) + d' ψ(h)/(ρ° − ρ) ⊙ (x̂_0° − x̂_0) (module docstring): the exact
+    integral of the probability-flow ODE from t to t' = ``t_next`` with x̂_0 linear in each coefficient's log-SNR
+    ρ = log(d/σ) through x̂_0 = ``x0_hat`` at t and x̂_0° = ``x0_hat_other`` at t° = ``t_other`` (≠ t).
+
+    Shapes: x_t, x0_hat, x0_hat_other ``[B, C, H, W]``; t, t_next, t_other ``[B]`` or floats. Coefficients
+    whose log-SNR is not finite (an eigenvalue exactly 0, as masked pixels) take the first-order step.
+    Returns ``[B, C, H, W]``.
+    """
+    check_images("x0_hat_other", x0_hat_other, like=x_t, like_name="x_t")
+    x_first = momentum_ode_step(process, x_t, x0_hat, t, t_next)
+    batch, _, height, width = x_t.shape
+    t, t_next, t_other = (as_times(n, v, batch, device=x_t.device).to(torch.float64) for n, v in
+                          (("t", t), ("t_next", t_next), ("t_other", t_other)))  # fmt: skip
+    rho, rho_next, rho_other = (log_snr(process, v, height, width) for v in (t, t_next, t_other))
+    h = rho_next - rho
+    psi = h + torch.expm1(-h)  # ψ(h) = h − 1 + e^{−h} ≥ 0, ≈ h²/2 for small h
+    slope_weight = process.operator.spectrum(process.level(t_next), height, width) * psi / (rho_other - rho)
+    slope_weight = torch.where(torch.isfinite(slope_weight), slope_weight, torch.zeros_like(slope_weight))
+    return _filter_in_basis(process.operator, x0_hat_other, x0_hat, slope_weight, x_first)
+
+
+def log_snr(process, t: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """ρ = log(d/σ_t) per basis coefficient: t float64 ``[B]`` -> float64 ``[B, H, W]`` (−inf where d = 0)."""
+    spectrum = process.operator.spectrum(process.level(t), height, width)
+    return torch.log(spectrum) - torch.log(process.sigma(t)).view(-1, 1, 1)
+
+
+def _filter_in_basis(operator, a, a2, table, c):
+    """B^T (table ⊙ B(a − a2)) + c in the operator's basis B, one fused op. table: float64 ``[B, H, W]``."""
+    dtype = torch.float64 if a.dtype == torch.float64 else torch.float32
+    ones = torch.ones(a.shape[0], dtype=dtype, device=a.device)
+    apply = sk.dct_filter if operator.basis == "dct" else sk.pixel_filter
+    return apply(a, table=table.to(dtype), a2=a2, alpha=ones, c=c)
+
+
 STEPS: dict[str, Callable] = {"momentum": momentum_step, "naive": naive_step, "momentum_ode": momentum_ode_step}
 
 
 def time_grid(steps: int, t_start: float = 1.0) -> torch.Tensor:
-    """t_i = t_start (1 − i/N), i = 0..N: float64 ``[N + 1]`` from t_start down to 0."""
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1; got {steps!r}")
-    return t_start * (1.0 - torch.arange(steps + 1, dtype=torch.float64) / steps)
+    """t_i = t_start (1 − i/N), i = 0..N: float64 ``[N + 1]`` from t_start down to 0 (the default grid)."""
+    return uniform_grid(steps, t_start)
 
 
 @torch.no_grad()
@@ -102,6 +156,7 @@ def sample(
     progress: bool = False,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
+    grid: str | Sequence[float] | torch.Tensor = "uniform",
 ) -> torch.Tensor:
     """Draw samples by running ``sampler`` for ``steps`` network evaluations.
 
@@ -110,7 +165,8 @@ def sample(
         process: the :class:`~softdiff.process.SoftDiffusionProcess`.
         shape: ``(B, C, H, W)``.
         steps: N, the number of network evaluations.
-        sampler: ``"momentum"`` (default), ``"naive"`` or ``"momentum_ode"``.
+        sampler: ``"momentum"`` (default), ``"naive"``, ``"momentum_ode"``, or the deterministic second-order
+            ``"multistep"`` and ``"heun"`` (one call per step, like the others).
         seeds: one int per sample; sample b is a function of seeds[b] alone. Default: drawn from torch's
             global generator (so ``torch.manual_seed`` makes a call repeatable).
         x_start: start from these images ``[B, C, H, W]`` taken as x_{t_start} (restoration: deblur and
@@ -118,6 +174,8 @@ def sample(
         t_start: the time of ``x_start`` in (0, 1]; the grid then runs from t_start to 0.
         progress: show a tqdm progress bar.
         dtype, device: of the samples (default: float32; the device of ``x_start``, else CPU).
+        grid: the N + 1 times, from t_start to 0: ``"uniform"`` (default), ``"edm"``, ``"information"``
+            (see :mod:`softdiff.time_grids`) or explicit times (a sequence or a 1-D tensor).
     Returns:
         x̂_0 of the last step, ``[B, C, H, W]``.
     """
@@ -136,8 +194,7 @@ def sample(
     if seeds is None:
         seeds = torch.randint(0, 2**62, (batch,), dtype=torch.int64)
     seeds = as_seeds("seeds", seeds, batch, device=device)
-    step = STEPS[sampler]
-    grid = time_grid(steps, float(t_start)).to(device)
+    times = resolve_grid(grid, process, tuple(shape[1:]), steps, float(t_start)).to(device)
     time_dtype = torch.float64 if dtype == torch.float64 else torch.float32
 
     if x_start is None:
@@ -149,13 +206,25 @@ def sample(
         from tqdm.auto import tqdm
 
         indices = tqdm(indices, desc=f"{sampler} sampling", unit="step")
+    previous = None  # second order: (x_{t_{i−1}} before its step, x̂_0 at t_{i−1}, t_{i−1})
     for i in indices:
-        t = grid[i].expand(batch)
+        t = times[i].expand(batch)
         x0_hat = denoiser(x, t.to(time_dtype))
-        _check_denoiser_output(x0_hat, x, i, float(grid[i]))
+        _check_denoiser_output(x0_hat, x, i, float(times[i]))
         if i == steps - 1:
             return x0_hat.to(dtype)
-        x = step(process, x, x0_hat.to(dtype), t, grid[i + 1].expand(batch), seeds=seeds, stream=i + 1)
+        x0_hat, t_next = x0_hat.to(dtype), times[i + 1].expand(batch)
+        if sampler not in SECOND_ORDER:
+            x = STEPS[sampler](process, x, x0_hat, t, t_next, seeds=seeds, stream=i + 1)
+            continue
+        if previous is None:  # one call so far: the first-order step
+            x_before, x = x, momentum_ode_step(process, x, x0_hat, t, t_next)
+        else:
+            x_previous, x0_previous, t_previous = previous
+            if sampler == "heun":  # x was predicted; redo t_{i−1} → t_i with x̂_0 linear between both calls
+                x = second_order_step(process, x_previous, x0_previous, t_previous, t, x0_hat, t)
+            x_before, x = x, second_order_step(process, x, x0_hat, t, t_next, x0_previous, t_previous)
+        previous = (x_before, x0_hat, t)
     raise AssertionError("unreachable")
 
 

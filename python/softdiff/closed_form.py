@@ -1,0 +1,206 @@
+"""The exact law of every sampler's output on Gaussian data, in float64 and without drawing a sample.
+
+Data x_0 ~ N(0, Σ) with Σ diagonal in the DCT basis (variances λ per coefficient, zero mean) and an operator
+diagonal in the same basis (``DCTBlur``, ``Identity``): per coefficient z_t = d_t z_0 + σ_t ξ, and the exact
+denoiser (:class:`~softdiff.oracle.GaussianDenoiser`) is linear, x̂_0 = g_t z_t with g_t = λ d_t/(d_t² λ + σ_t²).
+Every step of :mod:`softdiff.samplers` is then linear per coefficient, with r = σ'/σ:
+
+    momentum      z' = a z + √(σ² − σ'²) ξ,  a = d' g + r² (1 − d g)   ⇒  v' = a² v + σ² − σ'²
+    naive         z' = d' g z + σ' ξ                                   ⇒  v' = (d' g)² v + σ'²
+    momentum_ode  z' = a z,                  a = d' g + r (1 − d g)
+    multistep     z' = a z + T (g° z° − g z),  T = d' ψ(h)/(ρ° − ρ), ρ = log(d/σ), h = ρ' − ρ, ψ(h) = h − 1 + e^{−h}
+    heun          the multistep prediction, then the trapezoid redo of the previous step (see the samplers).
+
+The deterministic samplers multiply the start by a per-coefficient gain (z_i = k_i z_start; the previous
+calls are multiples of it too), so v_i = k_i² v_start; the stochastic ones carry v. The output is the last
+call's x̂_0 = g z, of variance v_out = g² v, and
+
+    W2(output law, data law) / ‖√λ‖ = ‖√v_out − √λ‖ / ‖√λ‖      (zero means; as GaussianDenoiser.relative_w2).
+
+The start: the process's prior N(0, σ_1² I) (``start_variance="prior"``, what ``sd.sample`` draws), the exact
+marginal d²λ + σ² at t_start (``"exact"``), or given variances. The time grid is the samplers' own
+(:func:`softdiff.time_grids.resolve_grid`), so a closed-form result and a Monte Carlo run through ``sd.sample``
+describe the same computation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .operators import DCTBlur, Identity
+from .prior import GaussianPrior
+from .samplers import SAMPLERS, log_snr
+from .time_grids import resolve_grid
+
+
+def output_variance(
+    variance: torch.Tensor,
+    process,
+    steps: int,
+    sampler: str,
+    *,
+    grid="uniform",
+    t_start: float = 1.0,
+    start_variance: str | torch.Tensor = "prior",
+) -> torch.Tensor:
+    """Variances of the DCT coefficients of ``sd.sample(oracle, process, ..., steps, sampler, grid=grid)``.
+
+    Args:
+        variance: λ, the data's DCT-coefficient variances ``[C, H, W]`` (zero mean).
+        process: a process with a DCT-diagonal operator (``DCTBlur`` or ``Identity``).
+        steps, sampler, grid, t_start: as for :func:`softdiff.sample`.
+        start_variance: ``"prior"`` (the process's zero-mean ``GaussianPrior``: σ_1², t_start must be 1),
+            ``"exact"`` (d²λ + σ² at t_start) or a tensor ``[C, H, W]``.
+    Returns:
+        v_out, float64 ``[C, H, W]``.
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {', '.join(map(repr, SAMPLERS))}; got {sampler!r}")
+    if not isinstance(process.operator, (DCTBlur, Identity)):
+        raise ValueError(f"the closed form needs a DCT-diagonal operator (DCTBlur, Identity); got {process.operator!r}")
+    if not isinstance(variance, torch.Tensor) or variance.dim() != 3:
+        raise ValueError("variance must be a [C, H, W] tensor of DCT-coefficient variances")
+    if not bool(torch.isfinite(variance).all()) or bool((variance < 0).any()):
+        raise ValueError("variance must be finite and >= 0")
+    lam = variance.detach().to("cpu", torch.float64)
+    times = resolve_grid(grid, process, tuple(lam.shape), steps, float(t_start))
+    coefficients = _Coefficients(process, lam)
+    start = _start_variance(start_variance, process, lam, float(times[0]), coefficients)
+    if sampler in ("momentum", "naive"):
+        return _stochastic(sampler, coefficients, times, start)
+    return _deterministic(sampler, coefficients, times).square() * start
+
+
+def relative_w2(variance: torch.Tensor, output: torch.Tensor) -> float:
+    """‖√v_out − √λ‖ / ‖√λ‖ for data variances λ = ``variance`` and output variances v_out = ``output``."""
+    root = variance.to(torch.float64).sqrt()
+    return float((output.to(torch.float64).sqrt() - root).norm() / root.norm())
+
+
+def monte_carlo_w2_moments(variance: torch.Tensor, output: torch.Tensor, samples: int) -> tuple[float, float]:
+    """Mean and standard deviation of the squared relative W2 that ``GaussianDenoiser.relative_w2`` reports
+    for ``samples`` draws of N(0, diag ``output``) (the law the closed form predicts) against λ = ``variance``.
+
+    Each coefficient's estimate is s = √v̂ with n v̂ / v ~ χ²_n, so E[s^p] = v^{p/2} (2/n)^{p/2} Γ((n+p)/2)/Γ(n/2);
+    the coefficients are independent, so the mean and variance of Σ_k (s_k − √λ_k)² add up over k.
+    """
+    if not isinstance(samples, int) or samples < 2:
+        raise ValueError(f"samples must be an int >= 2; got {samples!r}")
+    root_v, root_lam = output.to(torch.float64).sqrt(), variance.to(torch.float64).sqrt()
+
+    def moment(p: int) -> torch.Tensor:  # E[s^p]
+        log_c = 0.5 * p * math.log(2 / samples) + math.lgamma((samples + p) / 2) - math.lgamma(samples / 2)
+        return root_v.pow(p) * math.exp(log_c)
+
+    m1, m2, m3, m4 = (moment(p) for p in (1, 2, 3, 4))
+    a = root_lam
+    second = m2 - 2 * a * m1 + a.square()  # E[(s − a)²]
+    fourth = m4 - 4 * a * m3 + 6 * a.square() * m2 - 4 * a.pow(3) * m1 + a.pow(4)  # E[(s − a)⁴]
+    norm_sq = float(root_lam.square().sum())
+    mean = float(second.sum()) / norm_sq
+    std = math.sqrt(float((fourth - second.square()).clamp_min(0).sum())) / norm_sq
+    return mean, std
+
+
+class _Coefficients:
+    """Per-coefficient d_t, σ_t, the denoiser gain g_t and the log-SNR ρ_t at a time t, float64 ``[C, H, W]``."""
+
+    def __init__(self, process, lam: torch.Tensor):
+        self.process, self.lam = process, lam
+        self.height, self.width = lam.shape[-2:]
+        self.cache = {}
+
+    def at(self, t: float) -> tuple[torch.Tensor, float, torch.Tensor, torch.Tensor]:
+        if t not in self.cache:
+            self.cache[t] = self._evaluate(t)
+        return self.cache[t]
+
+    def _evaluate(self, t: float) -> tuple[torch.Tensor, float, torch.Tensor, torch.Tensor]:
+        time = torch.tensor([t], dtype=torch.float64)
+        d = self.process.operator.spectrum(self.process.level(time), self.height, self.width)[0].expand_as(self.lam)
+        sigma = float(self.process.sigma(time)[0])
+        gain = self.lam * d / (d.square() * self.lam + sigma**2)
+        rho = log_snr(self.process, time, self.height, self.width)[0].expand_as(self.lam)
+        return d, sigma, gain, rho
+
+
+def _start_variance(start, process, lam, t_start, coefficients) -> torch.Tensor:
+    if isinstance(start, torch.Tensor):
+        if start.shape != lam.shape:
+            raise ValueError(f"start_variance must have shape {tuple(lam.shape)}; got {tuple(start.shape)}")
+        return start.to(torch.float64)
+    if start == "exact":
+        d, sigma, _, _ = coefficients.at(t_start)
+        return d.square() * lam + sigma**2
+    if start != "prior":
+        raise ValueError(f"start_variance must be 'prior', 'exact' or a tensor; got {start!r}")
+    prior = process.prior
+    zero_mean = isinstance(prior, GaussianPrior) and not bool(torch.as_tensor(prior.mean).any())
+    if not zero_mean or t_start != 1.0:
+        raise ValueError(
+            "start_variance='prior' needs t_start = 1 and the zero-mean GaussianPrior; pass 'exact' or variances"
+        )
+    _, sigma, _, _ = coefficients.at(1.0)
+    return torch.full_like(lam, sigma**2)
+
+
+def _stochastic(sampler: str, coefficients: _Coefficients, times: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """momentum, naive: carry the variance v."""
+    steps = times.numel() - 1
+    for i in range(steps):
+        d, sigma, gain, _ = coefficients.at(float(times[i]))
+        if i == steps - 1:
+            return gain.square() * v
+        d_next, sigma_next, _, _ = coefficients.at(float(times[i + 1]))
+        if sampler == "momentum":
+            ratio = (sigma_next / sigma) ** 2
+            v = (d_next * gain + ratio * (1 - d * gain)).square() * v + max(sigma**2 - sigma_next**2, 0.0)
+        else:
+            v = (d_next * gain).square() * v + sigma_next**2
+    raise AssertionError("unreachable")
+
+
+def _deterministic(sampler: str, coefficients: _Coefficients, times: torch.Tensor) -> torch.Tensor:
+    """momentum_ode, multistep, heun: the gain k of the output x̂_0 = k z_start (a float64 ``[C, H, W]``)."""
+    steps = times.numel() - 1
+    k = torch.ones_like(coefficients.lam)  # the state the network is called on, as a multiple of z_start
+    previous = None  # (k of the state before its step, k of x̂_0, t) at the previous call
+    for i in range(steps):
+        t = float(times[i])
+        _, _, gain, _ = coefficients.at(t)
+        k_x0 = gain * k
+        if i == steps - 1:
+            return k_x0
+        t_next = float(times[i + 1])
+        if sampler == "momentum_ode" or previous is None:
+            k_before, k = k, _ode(coefficients, k, k_x0, t, t_next)
+            previous = (k_before, k_x0, t)
+            continue
+        k_previous, k_x0_previous, t_previous = previous
+        if sampler == "heun":  # redo t_{i−1} → t_i with the trapezoid rule through both calls
+            k = _ode(coefficients, k_previous, k_x0_previous, t_previous, t) + _slope(
+                coefficients, t_previous, t, t, k_x0 - k_x0_previous
+            )
+        k_before = k
+        k = _ode(coefficients, k, k_x0, t, t_next) + _slope(coefficients, t, t_next, t_previous, k_x0_previous - k_x0)
+        previous = (k_before, k_x0, t)
+    raise AssertionError("unreachable")
+
+
+def _ode(coefficients, k, k_x0, t, t_next):
+    """momentum_ode: z' = d' x̂_0 + (σ'/σ)(z − d x̂_0)."""
+    d, sigma, _, _ = coefficients.at(t)
+    d_next, sigma_next, _, _ = coefficients.at(t_next)
+    return d_next * k_x0 + (sigma_next / sigma) * (k - d * k_x0)
+
+
+def _slope(coefficients, t, t_next, t_other, difference):
+    """d' ψ(h)/(ρ° − ρ) · (x̂_0° − x̂_0); 0 where that weight is not finite (as the sampler)."""
+    _, _, _, rho = coefficients.at(t)
+    d_next, _, _, rho_next = coefficients.at(t_next)
+    _, _, _, rho_other = coefficients.at(t_other)
+    h = rho_next - rho
+    weight = d_next * (h - 1 + torch.exp(-h)) / (rho_other - rho)
+    return torch.where(torch.isfinite(weight), weight, torch.zeros_like(weight)) * difference
