@@ -18,6 +18,7 @@ from .operators import DCTBlur, Identity, Masking, Operator, operator_from_dict
 from .prior import DCTGaussianPrior, GaussianPrior
 from .process import SoftDiffusionProcess
 from .samplers import momentum_ode_step, momentum_step, naive_step, sample, time_grid
+from .schedule_design import design_schedule
 from .schedules import GeometricNoise, LevelSchedule
 
 __version__ = "0.1.0"
@@ -33,6 +34,7 @@ __all__ = [
     "Masking",
     "Operator",
     "SoftDiffusionProcess",
+    "design_schedule",
     "edm_scalings",
     "loss_weight",
     "momentum_ode_step",

@@ -43,6 +43,7 @@ from .networks import NETWORK_SIZES, build_unet, count_parameters
 from .operators import DCTBlur, Identity
 from .process import SoftDiffusionProcess
 from .samplers import SAMPLERS, sample
+from .schedule_design import ScheduleFileError, level_schedule_from_file
 from .schedules import GeometricNoise, LevelSchedule
 
 
@@ -105,7 +106,7 @@ HELP = {
     "operator": "corruption: dct_blur or identity (Gaussian baseline)",
     "sigma_min": "noise σ at t=0, data in [-1, 1] units", "sigma_max": "noise σ at t=1, data in [-1, 1] units",
     "blur_max": "blur σ_B at t=1 in pixels (default 0.36 x resolution)",
-    "schedule_file": "a level schedule JSON (levels at uniform t) instead of sin²",
+    "schedule_file": "designed levels instead of sin²: a JSON from python -m softdiff.schedule, or shapes-32/shapes-16",
     "prior": "p_1: gaussian (N(C_1 0, σ_1² I)) or fit (DCT-domain Gaussian fitted to the data)",
     "precond": "edm or paper (residual)", "weighting": f"loss weighting: {', '.join(WEIGHTINGS)}",
     "loss": f"{', '.join(LOSSES)} (cold = plain clean-image loss, the ablation)",
@@ -169,7 +170,12 @@ def build_process(config: TrainConfig) -> SoftDiffusionProcess:
     if config.operator == "identity":
         return SoftDiffusionProcess(Identity(), noise=noise, levels=LevelSchedule.zero())
     if config.schedule_file:
-        levels = LevelSchedule.from_levels(json.loads(Path(config.schedule_file).read_text())["levels"])
+        try:
+            levels = level_schedule_from_file(
+                config.schedule_file, operator=DCTBlur(), image_size=(config.resolution,) * 2
+            )
+        except ScheduleFileError as error:
+            raise SystemExit(f"softdiff.train: --schedule-file: {error}") from error
     else:
         levels = LevelSchedule.sin2(config.blur_max if config.blur_max is not None else 0.36 * config.resolution)
     return SoftDiffusionProcess(DCTBlur(), noise=noise, levels=levels)
