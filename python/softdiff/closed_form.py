@@ -34,6 +34,8 @@ from .prior import GaussianPrior
 from .samplers import SAMPLERS, log_snr
 from .time_grids import resolve_grid
 
+STOCHASTIC = ("momentum", "naive")
+
 
 def output_variance(
     variance: torch.Tensor,
@@ -56,6 +58,27 @@ def output_variance(
     Returns:
         v_out, float64 ``[C, H, W]``.
     """
+    lam, times, coefficients = _setup(variance, process, steps, sampler, grid, t_start)
+    start = _start_variance(start_variance, process, lam, float(times[0]), coefficients)
+    if sampler in STOCHASTIC:
+        return _stochastic(sampler, coefficients, times, start)
+    return _deterministic(sampler, coefficients, times).square() * start
+
+
+def deterministic_gain(
+    variance: torch.Tensor, process, steps: int, sampler: str, *, grid="uniform", t_start: float = 1.0
+) -> torch.Tensor:
+    """The per-coefficient gain k of a deterministic sampler (momentum_ode, multistep, heun): the output is
+    x̂_0 = IDCT2(k ⊙ DCT2(x_start)) for every start x_start. Arguments as :func:`output_variance`; returns
+    float64 ``[C, H, W]``."""
+    if sampler in STOCHASTIC:
+        raise ValueError(f"sampler {sampler!r} is stochastic: it has no deterministic gain (use output_variance)")
+    _, times, coefficients = _setup(variance, process, steps, sampler, grid, t_start)
+    return _deterministic(sampler, coefficients, times)
+
+
+def _setup(variance, process, steps, sampler, grid, t_start):
+    """Validate; return (λ float64 [C, H, W], the grid, the per-time coefficients)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {', '.join(map(repr, SAMPLERS))}; got {sampler!r}")
     if not isinstance(process.operator, (DCTBlur, Identity)):
@@ -66,11 +89,7 @@ def output_variance(
         raise ValueError("variance must be finite and >= 0")
     lam = variance.detach().to("cpu", torch.float64)
     times = resolve_grid(grid, process, tuple(lam.shape), steps, float(t_start))
-    coefficients = _Coefficients(process, lam)
-    start = _start_variance(start_variance, process, lam, float(times[0]), coefficients)
-    if sampler in ("momentum", "naive"):
-        return _stochastic(sampler, coefficients, times, start)
-    return _deterministic(sampler, coefficients, times).square() * start
+    return lam, times, _Coefficients(process, lam)
 
 
 def relative_w2(variance: torch.Tensor, output: torch.Tensor) -> float:
