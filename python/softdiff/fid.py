@@ -113,8 +113,8 @@ def _folder_source(path: Path, limit: int | None) -> ImageSource:
         raise MetricsError(f"{path}: empty folder: no images ({', '.join(IMAGE_SUFFIXES)})")
     files = _limited(files, limit, str(path))
     height, width = _image_size(files[0])
-    return ImageSource({"kind": "folder", "data": str(path), "crop": "none"}, str(path), len(files), height, width,
-                       files=files)  # fmt: skip
+    description = {"kind": "folder", "data": str(path), "split": "all", "crop": "none"}
+    return ImageSource(description, str(path), len(files), height, width, files=files)
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -184,7 +184,8 @@ def open_images(text: str, *, split: str | None, size: int | None, limit: int | 
         raise MetricsError(f"{path}: expected a folder of images or an .npz/.npy array")
     if path.suffix == ".npz" and npz_kind(path) != "images":
         raise MetricsError(f"{path}: holds statistics, not images; give it as --ref")
-    return _array_source(load_array(path), {"kind": "array", "data": str(path), "crop": "none"}, str(path), limit)
+    description = {"kind": "array", "data": str(path), "split": "all", "crop": "none"}
+    return _array_source(load_array(path), description, str(path), limit)
 
 
 def open_reference(text: str, *, mode: str, split: str | None, resolution: int, stats_dir: str | None):
@@ -409,7 +410,8 @@ def _score(args, argv, metrics, world: int, rank: int, device: torch.device) -> 
         model = load_model(args.ckpt, weights=args.weights, device=device)
         height = model[2].resolution
         samples_description = {"kind": "generator", "ckpt": args.ckpt, "weights": args.weights, "steps": args.steps,
-                               "sampler": args.sampler, "seeds": args.seeds or f"0-{len(seeds) - 1}"}  # fmt: skip
+                               "sampler": args.sampler, "seeds": args.seeds or f"0-{len(seeds) - 1}",
+                               "count": len(seeds)}  # fmt: skip
     else:
         source = open_images(args.samples, split=None, size=None, limit=args.n)
         height = source.height
