@@ -314,6 +314,8 @@ def test_design_is_deterministic_and_round_trips_through_json(generator, tmp_pat
     first = sd.design_schedule(x, sd.DCTBlur(), candidates=64, keep=9, data_spec="test:data")
     second = sd.design_schedule(x.clone(), sd.DCTBlur(), candidates=64, keep=9, data_spec="test:data")
     assert first.to_dict() == second.to_dict()
+    as_float = sd.design_schedule(x.double() / 127.5 - 1, sd.DCTBlur(), candidates=64, keep=9)
+    assert as_float.levels == first.levels and as_float.epsilon == first.epsilon  # uint8 is read as [-1, 1]
     path = first.save(tmp_path / "s.json", command="python -m softdiff.schedule --data test:data")
     record = load_schedule_file(path)
     assert record["levels"] == first.levels and record["t"] == [k / 8 for k in range(9)]

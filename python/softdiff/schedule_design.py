@@ -69,6 +69,13 @@ def default_level_max(operator: Operator, height: int, width: int) -> float:
     return BLUR_MAX_FRACTION * min(height, width)
 
 
+def _model_range(images: torch.Tensor) -> torch.Tensor:
+    """A batch as float64 in [-1, 1] units (uint8 [0, 255] is rescaled; float is taken as already in them)."""
+    if images.dtype == torch.uint8:
+        return images.to(torch.float64) / 127.5 - 1.0
+    return images.to(torch.float64)
+
+
 def _channel_spectra(operator: Operator, levels: torch.Tensor, image_shape: tuple[int, int, int]) -> torch.Tensor:
     """Eigenvalues d(ℓ) of C(ℓ) for every coefficient: levels ``[K]`` -> float64 ``[K, C·H·W]`` (channel-major)."""
     channels, height, width = image_shape
@@ -95,10 +102,10 @@ class CoupledW2:
 
     @classmethod
     def from_data(cls, data: torch.Tensor, operator: Operator, *, noise_sigma=None, batch_size: int = 1024):
-        """E[z²] over ``data`` ``[N, C, H, W]`` (float), accumulated in float64 on the data's device."""
+        """E[z²] over ``data`` ``[N, C, H, W]`` (uint8 or float in [-1, 1]), accumulated in float64 on its device."""
         total = torch.zeros(data.shape[1:], dtype=torch.float64, device=data.device)
         for part in data.split(batch_size):
-            total += operator.to_basis(part.to(torch.float64)).square().sum(dim=0)
+            total += operator.to_basis(_model_range(part)).square().sum(dim=0)
         return cls(total / data.shape[0], operator, noise_sigma=noise_sigma)
 
     def _plane_terms(self, levels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,11 +174,11 @@ class FrechetW2:
             raise ValueError(f"estimator='frechet' needs at least 2 images to fit a covariance; got {data.shape[0]}")
         total = torch.zeros(dimension, dtype=torch.float64, device=data.device)
         for part in data.split(batch_size):
-            total += operator.to_basis(part.to(torch.float64)).flatten(1).sum(dim=0)
+            total += operator.to_basis(_model_range(part)).flatten(1).sum(dim=0)
         mean = total / data.shape[0]
         covariance = torch.zeros(dimension, dimension, dtype=torch.float64, device=data.device)
         for part in data.split(batch_size):
-            centred = operator.to_basis(part.to(torch.float64)).flatten(1) - mean
+            centred = operator.to_basis(_model_range(part)).flatten(1) - mean
             covariance += centred.T @ centred
         return cls(mean, covariance / data.shape[0], data.shape[1:], operator, noise_sigma=noise_sigma)
 
@@ -389,14 +396,14 @@ def data_sha256(data: torch.Tensor) -> str:
 
 
 def _check_data(data: object) -> torch.Tensor:
-    """``data`` as float [N, C, H, W] in [-1, 1] units (uint8 [0, 255] is converted)."""
+    """``data`` must be [N, C, H, W], uint8 [0, 255] or finite float in [-1, 1] units."""
     if not isinstance(data, torch.Tensor) or data.dim() != 4:
         shape = tuple(data.shape) if isinstance(data, torch.Tensor) else type(data).__name__
         raise ValueError(f"data must be an image tensor [N, C, H, W] (uint8 or float in [-1, 1]); got {shape}")
     if data.shape[0] < 1 or data.numel() == 0:
         raise ValueError(f"data must hold at least one non-empty image; got shape {tuple(data.shape)}")
     if data.dtype == torch.uint8:
-        return data.to(torch.float64) / 127.5 - 1.0
+        return data  # converted batch by batch: a float64 copy of CelebA-64 would take 20 GB
     if not data.is_floating_point():
         raise TypeError(f"data must be uint8 or floating point; got {data.dtype}")
     if not bool(torch.isfinite(data).all()):
