@@ -70,6 +70,14 @@ def parse_ints(text: str) -> tuple[int, ...]:
     return values
 
 
+def parse_samplers(text: str) -> tuple[str, ...]:
+    names = tuple(text.split(","))
+    unknown = [n for n in names if n not in sd.samplers.SAMPLERS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown sampler(s) {unknown}; choose from {', '.join(sd.samplers.SAMPLERS)}")
+    return names
+
+
 # --- the oracle ----------------------------------------------------------------------------------------------
 
 
@@ -101,8 +109,8 @@ def oracle_records(args) -> list[dict]:
             measured = {}  # nfe -> seconds per sample
             for nfe in sorted(set(args.mc_nfe)):
                 start = time.perf_counter()
-                x = sd.sample(oracle, process, (args.mc_samples, *shape), steps=nfe, sampler=sampler,
-                              seeds=range(args.mc_samples))  # fmt: skip
+                x = sd.samplers.sample(oracle, process, (args.mc_samples, *shape), steps=nfe, sampler=sampler,
+                                       seeds=range(args.mc_samples))  # fmt: skip
                 measured[nfe] = (time.perf_counter() - start) / args.mc_samples
                 predicted = closed_form.output_variance(oracle.variance, process, nfe, sampler)
                 mean, std = closed_form.monte_carlo_w2_moments(oracle.variance, predicted, args.mc_samples)
@@ -249,11 +257,15 @@ def step_costs(args) -> list[dict]:
 
 
 def checkpoint_records(args) -> list[dict]:
-    """Quality (FID or proxies via ``python -m softdiff.fid``) and wall time per sampler and NFE of a model."""
+    """Quality and wall time per sampler and NFE of a trained model. The images of each (sampler, NFE) go to a
+    temporary .npz scored by ``python -m softdiff.fid score`` (its ``--json`` ``results``): FID and KID when
+    Inception weights are given, else the proxies SWD-proxy and RandFD-proxy (never called FID)."""
     try:
         from softdiff import fid
     except ImportError as error:
         raise SystemExit(f"nfe_speed --ckpt needs softdiff.fid (python -m softdiff.fid): {error}") from error
+    import numpy as np
+
     from softdiff.images import to_uint8
     from softdiff.sample import load_model
 
@@ -261,38 +273,37 @@ def checkpoint_records(args) -> list[dict]:
     denoiser, process, config = load_model(args.ckpt, weights="ema", device=device)
     reference = args.ref or config.data
     shape = (denoiser.net.input.weight.shape[1], config.resolution, config.resolution)
+    metrics = "fid,kid" if args.inception else "swd,randfd"
+    sd.samplers.sample(denoiser, process, (1, *shape), steps=2, sampler="heun", seeds=[0], device=device)  # warm-up
     records = []
     with tempfile.TemporaryDirectory() as folder:
-        for sampler in sd.samplers.SAMPLERS:
+        for sampler in args.ckpt_samplers:
             for nfe in args.ckpt_nfe:
                 images = []
                 start = time.perf_counter()
                 for first in range(0, args.ckpt_samples, args.batch):
                     seeds = list(range(first, min(first + args.batch, args.ckpt_samples)))
-                    x = sd.sample(denoiser, process, (len(seeds), *shape), steps=nfe, sampler=sampler, seeds=seeds,
-                                  device=device)  # fmt: skip
-                    images.append(to_uint8(x).permute(0, 2, 3, 1).cpu())
+                    x = sd.samplers.sample(denoiser, process, (len(seeds), *shape), steps=nfe, sampler=sampler,
+                                           seeds=seeds, device=device)  # fmt: skip
+                    images.append(to_uint8(x))  # [B, H, W, C]
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
                 seconds = (time.perf_counter() - start) / args.ckpt_samples
-                array_path = Path(folder) / f"{sampler}-{nfe}.npz"
-                import numpy as np
-
-                np.savez(array_path, arr_0=torch.cat(images).numpy())
-                score_path = Path(folder) / f"{sampler}-{nfe}.json"
-                argv = ["score", str(array_path), "--ref", reference, "--json", str(score_path)]
-                if args.inception:
-                    argv += ["--inception", args.inception]
+                samples_path, score_path = Path(folder) / f"{sampler}-{nfe}.npz", Path(folder) / f"{sampler}-{nfe}.json"
+                np.savez(samples_path, arr_0=torch.cat(images).numpy())
+                argv = ["score", str(samples_path), "--ref", reference, "--metrics", metrics, "--json", str(score_path),
+                        "--device", str(device), "--no-progress"] + (["--inception", args.inception] if args.inception
+                                                                      else [])  # fmt: skip
                 code = fid.main(argv)
-                if code not in (0, None) or not score_path.exists():
+                if code != 0 or not score_path.exists():
                     raise SystemExit(f"nfe_speed: python -m softdiff.fid {' '.join(argv)} failed (exit {code})")
-                scores = json.loads(score_path.read_text())
-                for score in scores if isinstance(scores, list) else scores.get("scores", [scores]):
-                    records.append(dict(operator=process.operator.name, sampler=sampler, nfe=nfe,
-                                        metric=score.get("metric"), value=score.get("value"),
-                                        samples=args.ckpt_samples, reference=reference, seconds=seconds,
-                                        seconds_source="measured", method="checkpoint", grid="uniform",
-                                        levels=repr(process.levels), device=str(device)))  # fmt: skip
-                    print(f"{sampler:>12} NFE {nfe:4d} {score.get('metric')} {score.get('value')} "
-                          f"({seconds * 1e3:.1f} ms/sample)", flush=True)  # fmt: skip
+                for score in json.loads(score_path.read_text())["results"]:
+                    records.append(dict(operator=process.operator.name, sampler=sampler, nfe=nfe, method="checkpoint",
+                                        metric=score["metric"], value=score["value"], samples=score["n"],
+                                        reference=reference, seconds=seconds, seconds_source="measured",
+                                        grid="uniform", levels=repr(process.levels), device=str(device)))  # fmt: skip
+                    print(f"{sampler:>12} NFE {nfe:4d} {score['metric']} {score['value']:.4g} (n={score['n']}) "
+                          f"{seconds * 1e3:.1f} ms/sample", flush=True)  # fmt: skip
     return records
 
 
@@ -386,7 +397,8 @@ def markdown(result: dict) -> str:
         lines.append("")
     if result.get("checkpoint"):
         lines += ["## Trained checkpoint", "", f"`{result['checkpoint']['ckpt']}`, reference "
-                  f"`{result['checkpoint']['reference']}`.", "",
+                  f"`{result['checkpoint']['reference']}`, scored by `python -m softdiff.fid` (FID/KID with Inception "
+                  "weights; otherwise SWD-proxy and RandFD-proxy, which are NOT FID), uniform grid.", "",
                   "| sampler | NFE | metric | value | samples | ms/sample |",
                   "| --- | ---: | --- | ---: | ---: | ---: |"]  # fmt: skip
         for r in records:
@@ -524,6 +536,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads (default 1: the oracle's small batches gain little from more)")  # fmt: skip
     parser.add_argument("--ckpt-nfe", type=parse_ints, default=(10, 20, 35, 50, 100), help="NFE values with --ckpt")
+    parser.add_argument("--ckpt-samplers", type=parse_samplers, default=sd.samplers.SAMPLERS,
+                        help="samplers with --ckpt (comma-separated; default all)")  # fmt: skip
     parser.add_argument("--ckpt-samples", type=int, default=1000, help="images per (sampler, NFE) with --ckpt")
     parser.add_argument("--batch", type=int, default=250, help="sampling batch with --ckpt")
     parser.add_argument("--ref", default=None, help="reference for --ckpt scores (default: the run's training data)")

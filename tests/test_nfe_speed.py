@@ -188,10 +188,39 @@ def test_nfe_speed_benchmark_writes_json_markdown_and_plot(tmp_path):
     assert conclusion["target_half_met"] == (conclusion["heun_w2_at_35"] <= conclusion["momentum_w2_at_35"] / 2)
 
 
+def test_nfe_speed_benchmark_scores_a_checkpoint_with_the_proxies(tmp_path):
+    """--ckpt: every sampler and NFE sampled from the model and scored by python -m softdiff.fid (proxies here,
+    no Inception weights). An untrained tiny U-Net saved in the training checkpoint format stands in."""
+    from dataclasses import asdict
+
+    from softdiff.train import TrainConfig, build_network
+
+    config = TrainConfig(data="shapes:24", resolution=16, net="tiny", sigma_max=5.0)
+    process = sd.SoftDiffusionProcess(sd.DCTBlur(), noise=sd.GeometricNoise(0.02, 5.0),
+                                      levels=sd.LevelSchedule.sin2(0.36 * 16))  # fmt: skip
+    torch.manual_seed(0)
+    net = build_network(config, 3)
+    state = {"config": asdict(config), "process": process.to_dict(), "ema": net.state_dict(),
+             "model": net.state_dict(), "step": 0}  # fmt: skip
+    torch.save(state, tmp_path / "ckpt.pt")
+    benchmark = load_benchmark()
+    result = benchmark.main(["--ckpt", str(tmp_path / "ckpt.pt"), "--ckpt-samplers", "momentum,heun",
+                             "--ckpt-nfe", "2,3", "--ckpt-samples", "16",
+                             "--batch", "16", "--out", str(tmp_path / "out"), "--repeats", "1"])  # fmt: skip
+    records = result["records"]
+    assert {(r["sampler"], r["nfe"]) for r in records} == {(s, n) for s in ("momentum", "heun") for n in (2, 3)}
+    assert {r["metric"] for r in records} == {"SWD-proxy", "RandFD-proxy"}
+    assert all(r["method"] == "checkpoint" and r["samples"] == 16 and r["seconds"] > 0 for r in records)
+    assert all(math.isfinite(r["value"]) and r["value"] >= 0 for r in records)
+    markdown = (tmp_path / "out" / "nfe_speed.md").read_text()
+    assert "NOT FID" in markdown and "| heun | 3 | SWD-proxy |" in markdown
+
+
 def test_nfe_speed_benchmark_rejects_bad_options(tmp_path, capsys):
     benchmark = load_benchmark()
     for argv, message in ((["--nfe", "3,x"], "comma-separated ints"), (["--mc-samples", "1"], "must be >= 2"),
-                          (["--ckpt", str(tmp_path / "missing.pt")], "no such file")):  # fmt: skip
+                          (["--ckpt", str(tmp_path / "missing.pt")], "no such file"),
+                          (["--ckpt-samplers", "heun,euler"], "unknown sampler")):  # fmt: skip
         with pytest.raises(SystemExit):
             benchmark.main(["--out", str(tmp_path), *argv])
         assert message in capsys.readouterr().err
