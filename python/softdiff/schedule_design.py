@@ -92,8 +92,6 @@ class CoupledW2:
         noise_sigma: σ as a function of the level (``[K]`` -> ``[K]``), or None for no noise.
     """
 
-    name = "coupled"
-
     def __init__(self, second_moments: torch.Tensor, operator: Operator, *, noise_sigma: Callable | None = None):
         self.second_moments = second_moments.to(torch.float64).cpu()
         self.image_shape = tuple(second_moments.shape)
@@ -150,9 +148,15 @@ class FrechetW2:
         noise_sigma: σ as a function of the level, or None.
     """
 
-    name = "frechet"
-
-    def __init__(self, mean, covariance, image_shape, operator: Operator, *, noise_sigma: Callable | None = None):
+    def __init__(
+        self,
+        mean: torch.Tensor,
+        covariance: torch.Tensor,
+        image_shape: tuple[int, int, int],
+        operator: Operator,
+        *,
+        noise_sigma: Callable | None = None,
+    ):
         self.mean = mean.to(torch.float64)
         self.covariance = covariance.to(torch.float64)
         self.image_shape = tuple(image_shape)
