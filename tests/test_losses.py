@@ -80,6 +80,26 @@ def test_stratified_times_cover_every_stratum(generator):
     assert float(t.min()) >= 1e-3 and float(t.max()) <= 1.0
 
 
+@pytest.mark.parametrize("power", [0.5, 2.0, 3.0])
+def test_stratified_times_with_a_power_follow_their_law(power, generator):
+    # t = ε + (1 − ε) v^p with v stratified: inverting the map must give one v in each stratum, and over many
+    # draws P(t ≤ τ) = ((τ − ε)/(1 − ε))^(1/p).
+    eps, batch = 1e-3, 64
+    t = sd.stratified_times(batch, eps=eps, power=power, generator=generator)
+    v = ((t.double() - eps) / (1 - eps)).pow(1 / power)
+    assert torch.equal((v * batch).floor().long().clamp(max=batch - 1), torch.arange(batch))
+    many = torch.cat([sd.stratified_times(batch, eps=eps, power=power, generator=generator) for _ in range(200)])
+    for tau in (0.1, 0.25, 0.6):
+        expected = ((tau - eps) / (1 - eps)) ** (1 / power)
+        assert abs(float((many <= tau).double().mean()) - expected) < 0.01
+
+
+@pytest.mark.parametrize("power", [0, -1, float("nan"), float("inf")])
+def test_stratified_times_reject_a_bad_power(power):
+    with pytest.raises(ValueError, match="power"):
+        sd.stratified_times(8, power=power)
+
+
 def test_denoiser_edm_preconditioning(generator):
     proc = make_process()
     calls = []

@@ -38,7 +38,7 @@ from .checkpoints import load_latest, save_checkpoint
 from .data import load_images, to_model_range
 from .denoiser import Denoiser
 from .images import save_image_grid
-from .losses import LOSSES, WEIGHTINGS, soft_score_matching_loss
+from .losses import LOSSES, WEIGHTINGS, soft_score_matching_loss, stratified_times
 from .networks import NETWORK_SIZES, build_unet, count_parameters
 from .operators import DCTBlur, Identity
 from .process import SoftDiffusionProcess
@@ -63,6 +63,7 @@ class TrainConfig:
     precond: str = "edm"
     weighting: str = "edm"
     loss: str = "soft"
+    t_power: float = 1.0
     steps: int = 2000
     batch: int = 32
     lr: float = 2e-3
@@ -110,6 +111,7 @@ HELP = {
     "prior": "p_1: gaussian (N(C_1 0, σ_1² I)) or fit (DCT-domain Gaussian fitted to the data)",
     "precond": "edm or paper (residual)", "weighting": f"loss weighting: {', '.join(WEIGHTINGS)}",
     "loss": f"{', '.join(LOSSES)} (cold = plain clean-image loss, the ablation)",
+    "t_power": "training times t = ε + (1-ε) u^p, u stratified uniform: 1 = uniform (paper), 2 = half below 0.25",
     "steps": "total optimizer steps (raise it to extend a finished run)", "batch": "global batch (images)",
     "lr": "Adam learning rate", "warmup": "linear learning-rate warm-up (steps)",
     "grad_clip": "gradient-norm clip (0: off)", "ema": "EMA decay per step (warmed up: min(ema, (1+s)/(10+s)))",
@@ -156,7 +158,8 @@ def check_config(config: TrainConfig) -> None:
               (config.sampler in SAMPLERS, f"--sampler must be one of {SAMPLERS}"),
               (config.steps >= 1 and config.batch >= 1, "--steps and --batch must be >= 1"),
               (config.keep >= 1, "--keep must be >= 1"), (0 <= config.ema < 1, "--ema must lie in [0, 1)"),
-              (config.lr > 0, "--lr must be > 0")]  # fmt: skip
+              (config.lr > 0, "--lr must be > 0"),
+              (math.isfinite(config.t_power) and config.t_power > 0, "--t-power must be a number > 0")]  # fmt: skip
     for ok, message in checks:
         if not ok:
             raise SystemExit(f"softdiff.train: {message}")
@@ -357,9 +360,8 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
             # Everything random in this step is a function of (seed, step) and the sample's global index.
             indices = batch_indices(config, step, len(images))
             flips = torch.rand(config.batch, generator=step_generator(config.seed, step, 1)) < 0.5
-            uniforms = torch.rand(config.batch, generator=step_generator(config.seed, step, 2), dtype=torch.float64)
-            eps = 1e-3
-            t_global = (eps + (1 - eps) * (torch.arange(config.batch) + uniforms) / config.batch).float()
+            times = step_generator(config.seed, step, 2)
+            t_global = stratified_times(config.batch, power=config.t_power, generator=times)
             seeds_global = torch.randint(0, 2**62, (config.batch,), generator=step_generator(config.seed, step, 3))
             mine = slice(ddp.rank * local, (ddp.rank + 1) * local)
             x0 = to_model_range(images[indices[mine]])
