@@ -377,9 +377,9 @@ GENERATOR = ["--n", 8, "--steps", 1, "--batch", 3, "--ref", "shapes:40", "--metr
 
 def test_generator_mode_scores_the_samples_sample_py_draws(tmp_path, capsys):
     from softdiff.images import to_uint8
-    from softdiff.sample import load_model
     from softdiff.samplers import sample
 
+    load_model, _ = fid.checkpoint_tools()
     ckpt = tiny_checkpoint(tmp_path / "ckpt.pt")
     code, out, _ = run_cli("--ckpt", ckpt, *GENERATOR, "--json", tmp_path / "gen.json", capsys=capsys)
     assert code == 0 and "RandFD-proxy (not FID)" in out and "(n=8 samples vs shapes:40, 40)" in out
@@ -391,6 +391,9 @@ def test_generator_mode_scores_the_samples_sample_py_draws(tmp_path, capsys):
     from_file = json.loads((tmp_path / "file.json").read_text())
     assert generated["samples"]["kind"] == "generator" and generated["samples"]["seeds"] == "0-7"
     assert generated["results"][0]["value"] == pytest.approx(from_file["results"][0]["value"], rel=1e-9)
+    import softdiff
+
+    assert softdiff.sample is sample  # generator mode leaves the public sd.sample function in place
 
 
 def _rank(rank: int, port: int, args: list[str]) -> None:

@@ -191,6 +191,8 @@ def load_statistics(path: str | os.PathLike) -> Statistics:
     if provenance.get("format") != FORMAT or provenance.get("version") != VERSION:
         raise MetricsError(f"{path}: not a {FORMAT} version {VERSION} file (found {provenance.get('format')!r} "
                            f"version {provenance.get('version')!r})")  # fmt: skip
+    if not isinstance(provenance.get("extractors"), dict) or not isinstance(provenance.get("set"), dict):
+        raise MetricsError(f"{path}: the provenance entry lacks 'set' or 'extractors'; the file is corrupt")
     extractors = provenance["extractors"]
     statistics = Statistics({**provenance["set"], "file": str(path)}, str(path))
     for key, identity in extractors.items():
