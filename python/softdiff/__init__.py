@@ -11,7 +11,7 @@ trained with Soft Score Matching and sampled with the Momentum Sampler. See DESI
     x = sd.sample(denoiser, proc, (16, 3, 32, 32), steps=100, sampler="momentum", seeds=range(16))
 """
 
-from . import oracle, samplers
+from . import closed_form, oracle, samplers, time_grids
 from .denoiser import Denoiser, edm_scalings
 from .losses import loss_weight, soft_score_matching_loss, stratified_times
 from .operators import DCTBlur, Identity, Masking, Operator, operator_from_dict
@@ -34,6 +34,7 @@ __all__ = [
     "Masking",
     "Operator",
     "SoftDiffusionProcess",
+    "closed_form",
     "design_schedule",
     "edm_scalings",
     "loss_weight",
@@ -47,4 +48,5 @@ __all__ = [
     "soft_score_matching_loss",
     "stratified_times",
     "time_grid",
+    "time_grids",
 ]
