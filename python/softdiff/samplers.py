@@ -21,7 +21,8 @@ Taking x̂_0 linear in ρ through two network calls (x̂_0 at t, x̂_0° at t°)
     heun          the multistep step predicts x̃_{i+1}; the network is called there, and the step i → i+1 is
                   redone with the trapezoid (Heun) rule, t° = t_{i+1}; the call at x̃_{i+1} is reused for the
                   next step, as in UniPC (Zhao et al. 2023), so Heun costs one call per step, not two.
-Both are deterministic and call the network N times for N steps, at the grid times.
+Both are deterministic and call the network N times for N steps, at the grid times. A second-order step is
+two fused ops: the momentum_ode step, then the correction (a per-coefficient table filter of x̂_0° − x̂_0).
 
 All samplers share the time grid (default t_i = t_start (1 − i/N), i = 0..N; see :mod:`.time_grids`;
 NFE = N): the network is called at t_0 … t_{N−1} and the last call's x̂_0 is returned. Each sample's noise
