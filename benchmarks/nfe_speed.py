@@ -105,6 +105,7 @@ def oracle_records(args) -> list[dict]:
     for operator in ("dct_blur", "identity"):
         process = oracle_process(operator, args.size)
         oracle = sd.oracle.GaussianDenoiser.power_law(process, shape)
+        sd.samplers.sample(oracle, process, (2, *shape), steps=3, sampler="heun", seeds=[0, 1])  # warm-up
         for sampler in sd.samplers.SAMPLERS:
             measured = {}  # nfe -> seconds per sample
             for nfe in sorted(set(args.mc_nfe)):
