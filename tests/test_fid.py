@@ -315,6 +315,21 @@ def test_fid_and_kid_end_to_end_equal_clean_fid(tmp_path, capsys):
     assert fid_record["weights"] == {"path": str(weights), "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
     assert f"FID {fid_record['value']:.2f} (n=60 samples vs {folder} clean, 60)" in out
     assert "KID " in out and "(n=60 samples" in out
+    # The same reference as clean-fid's named statistics (found locally, never downloaded), and as a bare
+    # mu/sigma file: the same numbers.
+    stats_dir = tmp_path / "stats"
+    stats_dir.mkdir()
+    np.savez(stats_dir / "cifar10_clean_train_32.npz", mu=ours_reference.mean(0),
+             sigma=np.cov(ours_reference, rowvar=False))  # fmt: skip
+    np.savez(stats_dir / "cifar10_clean_train_32_kid.npz", feats=ours_reference)
+    for reference, label in (("cifar10", "cifar10 train"), (stats_dir / "cifar10_clean_train_32.npz", None)):
+        code, out, _ = run_cli(tmp_path / "samples.npz", "--ref", reference, "--stats-dir", stats_dir, "--inception",
+                               weights, "--json", tmp_path / "named.json", "--no-progress", capsys=capsys)  # fmt: skip
+        named = json.loads((tmp_path / "named.json").read_text())["results"]
+        assert code == 0 and [r["metric"] for r in named] == ["FID", "KID"]
+        assert named[0]["value"] == pytest.approx(fid_record["value"], rel=1e-6)
+        assert named[1]["value"] == pytest.approx(kid_record["value"], rel=1e-5, abs=1e-8)
+        assert f"(n=60 samples vs {label or 'cifar10_clean_train_32.npz'} clean)" in out
 
 
 def test_make_stats_round_trip_with_provenance(tmp_path, capsys):
@@ -491,4 +506,7 @@ def test_bad_inputs_name_the_file(tmp_path, capsys, monkeypatch):
     assert "cut.npz" in error(samples, "--ref", tmp_path / "cut.npz", *proxies)
     message = error(samples, "--ref", "cifar10", "--stats-dir", tmp_path, "--inception", stand_in_file(tmp_path, 8))
     assert "cifar10_clean_train_32.npz" in message and "https://www.cs.cmu.edu/~clean-fid/stats/" in message
+    message = error(samples, "--ref", "cifar10", "--split", "test", "--mode", "legacy_tensorflow", "--inception",
+                    stand_in_file(tmp_path, 8))  # fmt: skip
+    assert "cifar10_legacy_tensorflow_test_32.npz" in message
     assert "--metrics" in error(samples, "--ref", "shapes:40", "--metrics", "fid,is")
