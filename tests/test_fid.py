@@ -215,7 +215,7 @@ def test_sliced_wasserstein_gaussian_closed_form():
     qa = swd.summarise_level(torch.from_numpy(rng.standard_normal((40000, 20))), directions, 256, **unit)
     qb = swd.summarise_level(torch.from_numpy(scale * rng.standard_normal((40000, 20))), directions, 256, **unit)
     expected = abs(1 - scale) * math.sqrt(2 / math.pi) * 1e3
-    assert sliced_wasserstein(qa.quantiles, qb.quantiles) == pytest.approx(expected, rel=0.03)
+    assert sliced_wasserstein(qa.quantiles, qb.quantiles) == pytest.approx(expected, rel=0.015)  # ~6 std
 
 
 def test_random_feature_net_is_fixed_by_its_seed():
@@ -236,10 +236,13 @@ class StandInInception(torch.nn.Module):
 
     def __init__(self, width: int):
         super().__init__()
-        torch.manual_seed(width)
         self.layers = torch.nn.Sequential(
             torch.nn.AvgPool2d(23), torch.nn.Flatten(), torch.nn.Linear(3 * 13 * 13, width), torch.nn.Tanh()
         )
+        generator = torch.Generator().manual_seed(width)  # fixed weights, the global generator untouched
+        with torch.no_grad():
+            for parameter in self.layers.parameters():
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
 
     def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
         x = torch.nn.functional.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
@@ -379,8 +382,9 @@ def tiny_checkpoint(path: Path) -> Path:
     from softdiff.train import PRESETS, TrainConfig, build_network, build_process
 
     config = TrainConfig(**PRESETS["smoke"])
-    torch.manual_seed(0)
-    net = build_network(config, 3)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = build_network(config, 3)
     state = {"config": asdict(config), "process": build_process(config).to_dict(), "model": net.state_dict(),
              "ema": net.state_dict(), "step": 0}  # fmt: skip
     torch.save(state, path)
