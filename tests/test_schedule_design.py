@@ -263,7 +263,7 @@ def test_designed_path_property(operator, estimator, keep, noise, generator):
     """Exactly keep levels from 0 to level_max, taken from the candidates, every hop ≤ ε, ε the smallest value at
     which the fewest-hop path is that short, and a fewest-hop path at ε."""
     x = random_images(generator, (32, 2, 6, 5))
-    candidates = 24 if estimator == "frechet" else 40  # Fréchet: every pair is checked below
+    candidates = 16 if estimator == "frechet" else 40  # Fréchet: every pair is checked below
     result = sd.design_schedule(x, operator, candidates=candidates, keep=keep, estimator=estimator, noise=noise)
     level_max = 1.0 if isinstance(operator, sd.Masking) else 0.36 * 5
     grid = torch.linspace(0, level_max, candidates, dtype=torch.float64)
