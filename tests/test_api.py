@@ -1,6 +1,8 @@
 """The public names and signatures of DESIGN §2.2, which users and later work rely on."""
 
 import inspect
+import subprocess
+import sys
 
 import softdiff as sd
 
@@ -27,3 +29,20 @@ def test_design_api_names_and_signatures():
         assert callable(getattr(sd.LevelSchedule, constructor))
     assert callable(sd.oracle.EmpiricalDenoiser) and callable(sd.oracle.GaussianDenoiser)
     assert parameters(sd.Denoiser)[:3] == ["net", "process", "precond"]
+
+
+def test_sd_sample_still_samples_after_importing_the_sample_command():
+    # ``import softdiff.sample`` rebinds the package attribute to the command module; it must stay callable as
+    # the sampling function. In a fresh interpreter, so the rest of the suite sees an untouched package.
+    code = (
+        "import torch, softdiff as sd, softdiff.sample\n"
+        "noise, levels = sd.GeometricNoise(0.02, 5.0), sd.LevelSchedule.sin2(3.0)\n"
+        "proc = sd.SoftDiffusionProcess(sd.DCTBlur(), noise=noise, levels=levels)\n"
+        "den = lambda x, t: 0.5 * x\n"
+        "a = sd.sample(den, proc, (2, 3, 8, 8), steps=3, seeds=[4, 5])\n"
+        "b = sd.samplers.sample(den, proc, (2, 3, 8, 8), steps=3, seeds=[4, 5])\n"
+        "assert torch.equal(a, b)\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]

@@ -396,9 +396,9 @@ GENERATOR = ["--n", 8, "--steps", 1, "--batch", 3, "--ref", "shapes:40", "--metr
 
 def test_generator_mode_scores_the_samples_sample_py_draws(tmp_path, capsys):
     from softdiff.images import to_uint8
+    from softdiff.loading import load_model
     from softdiff.samplers import sample
 
-    load_model, _ = fid.checkpoint_tools()
     ckpt = tiny_checkpoint(tmp_path / "ckpt.pt")
     code, out, _ = run_cli("--ckpt", ckpt, *GENERATOR, "--json", tmp_path / "gen.json", capsys=capsys)
     assert code == 0 and "RandFD-proxy (not FID)" in out and "(n=8 samples vs shapes:40, 40)" in out

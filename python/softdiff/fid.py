@@ -247,17 +247,6 @@ def extract(source: ImageSource, extractor: FeatureExtractor, batch: int, progre
 # --- generator mode -------------------------------------------------------------------------------------------
 
 
-def checkpoint_tools():
-    """``load_model`` and ``parse_seeds`` of the ``softdiff.sample`` command. Importing that module rebinds the
-    package attribute ``softdiff.sample`` (the public sampling function) to the module, which would break
-    ``sd.sample(...)`` for the rest of the process; the function is put back."""
-    from . import samplers
-    from .sample import load_model, parse_seeds
-
-    sys.modules[__package__].sample = samplers.sample
-    return load_model, parse_seeds
-
-
 def generated_features(args, extractor: FeatureExtractor, model, seeds: list[int], rank: int, world: int, device):
     """Features of the images of ``seeds`` drawn from the checkpoint: this rank's share (positions
     rank, rank + world, ...), gathered on rank 0 (None on the other ranks)."""
@@ -411,7 +400,8 @@ def _score(args, argv, metrics, world: int, rank: int, device: torch.device) -> 
     networks = feature_networks(metrics, inception=args.inception, modes=[args.mode], swd=None, device=device)
     model = source = None
     if args.ckpt is not None:
-        load_model, parse_seeds = checkpoint_tools()
+        from .loading import load_model, parse_seeds
+
         seeds = parse_seeds(args.seeds) if args.seeds else list(range(args.n or DEFAULT_GENERATED))
         if args.n is not None and args.seeds and args.n != len(seeds):
             raise MetricsError(f"--n {args.n} but --seeds lists {len(seeds)} seeds")

@@ -20,59 +20,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from .checkpoints import load_latest
-from .denoiser import Denoiser
 from .images import save_image_grid, to_uint8
-from .process import SoftDiffusionProcess
+from .loading import load_model, parse_seeds
 from .samplers import SAMPLERS, sample
-from .train import TrainConfig, build_network
-
-
-def parse_seeds(text: str) -> list[int]:
-    """'0-63', '1,5,9' or '0-9,20-29' -> the list of seeds (ranges inclusive)."""
-    seeds = []
-    for part in text.split(","):
-        first, dash, last = part.strip().partition("-")
-        try:
-            seeds.extend(range(int(first), int(last) + 1) if dash else [int(first)])
-        except ValueError as error:
-            raise SystemExit(f"softdiff.sample: --seeds must look like 0-63 or 1,5,9; got {text!r}") from error
-    if any(s < 0 for s in seeds):
-        raise SystemExit("softdiff.sample: seeds must be >= 0")
-    return seeds
-
-
-def load_model(ckpt: str, *, weights: str, device: torch.device):
-    """(denoiser, process, config) from a checkpoint file or run folder."""
-    path = Path(ckpt)
-    if path.is_dir():
-        found = load_latest(path / "checkpoints" if (path / "checkpoints").is_dir() else path)
-        if found is None:
-            raise SystemExit(f"softdiff.sample: no readable checkpoint in {path}")
-        state, path = found
-    else:
-        if not path.exists():
-            raise SystemExit(f"softdiff.sample: checkpoint not found: {path}")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as error:
-            raise SystemExit(
-                f"softdiff.sample: cannot read checkpoint {path} ({type(error).__name__}: {error})"
-            ) from error
-    config = TrainConfig(**state["config"])
-    process = SoftDiffusionProcess.from_dict(state["process"])
-    channels = state["ema"]["input.weight"].shape[1]
-    net = build_network(config, channels)
-    net.load_state_dict(state["ema" if weights == "ema" else "model"])
-    denoiser = Denoiser(net.to(device).eval(), process, precond=config.precond)
-    print(f"softdiff.sample: {path} (step {state['step']}, {weights} weights)", file=sys.stderr)
-    return denoiser, process, config
 
 
 def load_restore_image(path: Path, resolution: int) -> torch.Tensor:
@@ -164,6 +121,17 @@ def main(argv=None) -> int:
     if world > 1:
         dist.destroy_process_group()
     return 0
+
+
+class _CommandModule(types.ModuleType):
+    """``import softdiff.sample`` makes the package attribute ``softdiff.sample`` name this module instead of the
+    sampling function of the same name (the import system rebinds it). Calling the module calls the function,
+    so ``sd.sample(...)`` keeps working whatever was imported."""
+
+    __call__ = staticmethod(sample)
+
+
+sys.modules[__name__].__class__ = _CommandModule
 
 
 if __name__ == "__main__":

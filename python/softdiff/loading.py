@@ -1,0 +1,55 @@
+"""What the commands share: a trained model from a checkpoint, and seed lists from the command line.
+
+Kept out of ``softdiff.sample`` (a command module whose name is also the public function ``sd.sample``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+from .checkpoints import load_latest
+from .denoiser import Denoiser
+from .process import SoftDiffusionProcess
+from .train import TrainConfig, build_network
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-63', '1,5,9' or '0-9,20-29' -> the list of seeds (ranges inclusive)."""
+    seeds = []
+    for part in text.split(","):
+        first, dash, last = part.strip().partition("-")
+        try:
+            seeds.extend(range(int(first), int(last) + 1) if dash else [int(first)])
+        except ValueError as error:
+            raise SystemExit(f"--seeds must look like 0-63 or 1,5,9; got {text!r}") from error
+    if any(s < 0 for s in seeds):
+        raise SystemExit("--seeds must be >= 0")
+    return seeds
+
+
+def load_model(ckpt: str, *, weights: str, device: torch.device):
+    """(denoiser, process, config) from a checkpoint file or run folder."""
+    path = Path(ckpt)
+    if path.is_dir():
+        found = load_latest(path / "checkpoints" if (path / "checkpoints").is_dir() else path)
+        if found is None:
+            raise SystemExit(f"softdiff: no readable checkpoint in {path}")
+        state, path = found
+    else:
+        if not path.exists():
+            raise SystemExit(f"softdiff: checkpoint not found: {path}")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as error:
+            raise SystemExit(f"softdiff: cannot read checkpoint {path} ({type(error).__name__}: {error})") from error
+    config = TrainConfig(**state["config"])
+    process = SoftDiffusionProcess.from_dict(state["process"])
+    channels = state["ema"]["input.weight"].shape[1]
+    net = build_network(config, channels)
+    net.load_state_dict(state["ema" if weights == "ema" else "model"])
+    denoiser = Denoiser(net.to(device).eval(), process, precond=config.precond)
+    print(f"softdiff: {path} (step {state['step']}, {weights} weights)", file=sys.stderr)
+    return denoiser, process, config
