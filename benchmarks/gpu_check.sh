@@ -2,7 +2,8 @@
 # One command for a machine with a CUDA GPU, PyTorch, Triton, pytest and nvcc but no network:
 #   bash benchmarks/gpu_check.sh OUTDIR
 # installs softdiff without build isolation or dependency resolution, builds csrc/, runs the test suite
-# (GPU tests included), the kernel benchmark for each backend and the demo, and writes a report into OUTDIR.
+# (GPU tests included), the kernel benchmark for each backend, the training-step and NFE benchmarks and the demo,
+# and writes a report into OUTDIR.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:?usage: bash benchmarks/gpu_check.sh OUTDIR}"
@@ -37,10 +38,14 @@ step tests python -m pytest -q -x
 for backend in cuda triton; do
   step "kernels-$backend" env SOFTDIFF_BACKEND=$backend python benchmarks/kernels.py --out "$out/kernels-$backend"
 done
+step train-speed python benchmarks/train_speed.py --sizes tiny small paper --batch 128 --amp --channels-last --compile \
+  --out "$out/train_speed"
+step nfe-speed python benchmarks/nfe_speed.py --out "$out/nfe_speed"
 step demo python -m softdiff.demo --out "$out/demo"
 echo >>"$report"
 for backend in cuda triton; do
   [ -d "$out/kernels-$backend" ] && cat "$out/kernels-$backend"/*.md >>"$report"
 done
+[ -d "$out/train_speed" ] && cat "$out/train_speed"/*.md >>"$report"
 echo "report: $report"
 exit $status
