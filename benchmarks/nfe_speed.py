@@ -268,9 +268,7 @@ def checkpoint_records(args) -> list[dict]:
     import numpy as np
 
     from softdiff.images import to_uint8
-    from softdiff.sample import load_model
-
-    sd.sample = sd.samplers.sample  # importing the command module softdiff.sample rebinds the package's sd.sample
+    from softdiff.loading import load_model
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     denoiser, process, config = load_model(args.ckpt, weights="ema", device=device)
