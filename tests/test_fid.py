@@ -30,15 +30,7 @@ from softdiff.metrics import (
     swd,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The suite runs on a small CPU shared with other jobs, where torch's spinning worker threads slow these
-    small workloads tenfold; one thread each keeps the file within its time budget."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- Fréchet distance and KID ----------------------------------------------------------------------------------

@@ -16,13 +16,7 @@ from tests.conftest import TOLERANCE, assert_close
 SHAPE = (3, 2, 7, 9)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Many small ops: a second intra-op thread only slows them down on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def blur_process(sigma_max=20.0, blur_max=3.0):

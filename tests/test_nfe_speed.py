@@ -18,13 +18,7 @@ from softdiff import closed_form
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tests run many small ops, which a second intra-op thread slows down on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def blur_process(sigma_min=0.02, sigma_max=20.0, size=16):
