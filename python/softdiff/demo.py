@@ -32,7 +32,7 @@ from .operators import DCTBlur
 from .oracle import EmpiricalDenoiser, GaussianDenoiser
 from .process import SoftDiffusionProcess
 from .samplers import sample
-from .schedules import GeometricNoise, LevelSchedule
+from .schedules import GeometricNoise, LevelSchedule, default_blur_max
 
 PAPER_SAMPLERS = ("momentum", "naive", "momentum_ode")  # the paper's three; benchmarks/nfe_speed.py runs them all
 
@@ -57,7 +57,7 @@ def _parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
     args = _parse_args(argv)
     out = Path(args.out)
-    blur_max = 0.36 * args.size if args.blur_max is None else args.blur_max
+    blur_max = default_blur_max(args.size, args.size) if args.blur_max is None else args.blur_max
     process = SoftDiffusionProcess(
         DCTBlur(), noise=GeometricNoise(0.02, args.sigma_max), levels=LevelSchedule.sin2(blur_max)
     )

@@ -21,6 +21,7 @@ import torch
 import softdiff_kernels as sk
 
 from ._checks import as_times, check_images
+from .closed_form import relative_w2
 from .operators import Identity
 
 
@@ -124,8 +125,7 @@ class GaussianDenoiser:
         ‖√v − √λ‖ / ‖√λ‖ with v the samples' second moments about the true mean (so a biased mean counts)."""
         check_images("samples", samples)
         v = (sk.dct2(samples.to(torch.float64)) - sk.dct2(self.mean.to(samples.device))).square().mean(dim=0)
-        root = self.variance.to(samples.device).sqrt()
-        return ((v.sqrt() - root).norm() / root.norm()).item()
+        return relative_w2(self.variance.to(samples.device), v)
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x_t ``[B, C, H, W]``, t ``[B]`` -> E[x_0 | x_t] ``[B, C, H, W]`` (dtype of x_t)."""

@@ -46,12 +46,11 @@ import torch
 
 from ._checks import check_choice
 from .operators import Identity, Masking, Operator, operator_from_dict
-from .schedules import GeometricNoise, LevelSchedule
+from .schedules import GeometricNoise, LevelSchedule, default_blur_max
 
 ESTIMATORS = ("coupled", "frechet")
 METHODS = ("shortest_path", "equal_arc")
 FORMAT = "softdiff.schedule/1"
-BLUR_MAX_FRACTION = 0.36  # default σ_B,max = 0.36 · min(H, W) (DESIGN §1.1)
 SHIPPED_FOLDER = "designed"
 
 
@@ -66,7 +65,7 @@ def default_level_max(operator: Operator, height: int, width: int) -> float:
     """The largest candidate level by default: 0.36 · min(H, W) pixels of blur, or every pixel masked."""
     if isinstance(operator, Masking):
         return 1.0
-    return BLUR_MAX_FRACTION * min(height, width)
+    return default_blur_max(height, width)
 
 
 def _model_range(images: torch.Tensor) -> torch.Tensor:

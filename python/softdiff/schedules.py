@@ -19,6 +19,13 @@ import torch
 
 from ._checks import as_times
 
+BLUR_MAX_FRACTION = 0.36  # default σ_B,max = 0.36 · min(H, W) pixels (DESIGN §1.1; the paper: ~23 px at 64×64)
+
+
+def default_blur_max(height: int, width: int) -> float:
+    """The default largest blur σ_B(1) in pixels for H × W images: 0.36 · min(H, W)."""
+    return BLUR_MAX_FRACTION * min(height, width)
+
 
 def _positive_finite(name: str, value: float) -> float:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:

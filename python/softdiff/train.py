@@ -44,7 +44,7 @@ from .operators import DCTBlur, Identity
 from .process import SoftDiffusionProcess
 from .samplers import SAMPLERS, sample
 from .schedule_design import ScheduleFileError, level_schedule_from_file
-from .schedules import GeometricNoise, LevelSchedule
+from .schedules import GeometricNoise, LevelSchedule, default_blur_max
 
 
 @dataclass
@@ -180,7 +180,10 @@ def build_process(config: TrainConfig) -> SoftDiffusionProcess:
         except ScheduleFileError as error:
             raise SystemExit(f"softdiff.train: --schedule-file: {error}") from error
     else:
-        levels = LevelSchedule.sin2(config.blur_max if config.blur_max is not None else 0.36 * config.resolution)
+        blur_max = config.blur_max
+        if blur_max is None:
+            blur_max = default_blur_max(config.resolution, config.resolution)
+        levels = LevelSchedule.sin2(blur_max)
     return SoftDiffusionProcess(DCTBlur(), noise=noise, levels=levels)
 
 
