@@ -17,6 +17,8 @@ import hashlib
 import torch
 import torch.nn.functional as F
 
+from ..data import to_model_range
+
 NAME = "randconv-v1"
 WIDTHS = (32, 64, 128, 256)
 SLOPE = 0.2
@@ -47,7 +49,7 @@ class RandomFeatureNet(torch.nn.Module):
         return sum(WIDTHS)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.float() / 127.5 - 1
+        x = to_model_range(images)
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         features = []
