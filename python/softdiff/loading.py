@@ -50,6 +50,8 @@ def load_model(ckpt: str, *, weights: str, device: torch.device):
     channels = state["ema"]["input.weight"].shape[1]
     net = build_network(config, channels)
     net.load_state_dict(state["ema" if weights == "ema" else "model"])
-    denoiser = Denoiser(net.to(device).eval(), process, precond=config.precond)
+    denoiser = Denoiser(
+        net.to(device).eval(), process, precond=config.precond, second_moment=state.get("second_moment")
+    )
     print(f"softdiff: {path} (step {state['step']}, {weights} weights)", file=sys.stderr)
     return denoiser, process, config

@@ -7,7 +7,9 @@ which is all the samplers need, and C_t is never inverted. ``loss="cold"`` is th
 Diffusion, kept as the paper's ablation. t ~ U(ε, 1), stratified across the batch.
 
 Weightings λ: ``"edm"`` 1 / c_out(σ)² = (σ² + σ_d²) / (σ σ_d)² (unit weight on the network output),
-``"sigma2"`` 1 / σ², ``"none"`` 1.
+``"sigma2"`` 1 / σ², ``"none"`` 1. With ``"sigma2"`` the soft loss is exactly the noise-prediction loss of the
+corrupted domain: C_t(D − x_0) = σ_t (η − ε̂) with ε̂ = (x_t − C_t D) / σ_t, so λ ‖C_t(D − x_0)‖² = ‖ε̂ − η‖²; it is
+the weighting to use with ``precond="wiener"`` (see softdiff.denoiser).
 """
 
 from __future__ import annotations

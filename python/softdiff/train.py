@@ -36,7 +36,7 @@ import torch.distributed as dist
 
 from .checkpoints import load_latest, save_checkpoint
 from .data import load_images, to_model_range
-from .denoiser import Denoiser
+from .denoiser import Denoiser, data_second_moment
 from .images import save_image_grid
 from .losses import LOSSES, WEIGHTINGS, soft_score_matching_loss, stratified_times
 from .networks import NETWORK_SIZES, build_unet, count_parameters
@@ -89,8 +89,12 @@ class TrainConfig:
 PRESETS: dict[str, dict] = {
     # σ_max = 5 (10x the data scale) rather than the paper's 100: with t uniform, σ up to 100 spends ~40% of a
     # short CPU run on near-pure noise (measured: loss 0.32 -> 0.16 after 1200 steps with σ_max 100 -> 5).
+    # precond "wiener" + weighting "sigma2" + t_power 3: trained with EDM scalings over uniform t, the tiny net never
+    # learns to denoise at small σ in a CPU-sized run (its loss at t = 0.02 stays at the identity's) and the samples
+    # stay grainy; see README "Training" for the measurements.
     "demo": dict(data="shapes:4096", resolution=32, net="tiny", steps=1200, batch=32, lr=2e-3, warmup=100,
-                 sigma_max=5.0, nfe=50, sample_every=400, ckpt_every=200),
+                 sigma_max=5.0, precond="wiener", weighting="sigma2", t_power=3.0, nfe=50, sample_every=400,
+                 ckpt_every=200),
     "smoke": dict(data="shapes:64", resolution=16, net="tiny", steps=6, batch=8, lr=1e-3, warmup=2, nfe=4,
                   sample_count=4, log_every=1, ckpt_every=3, sample_every=6),
     "cifar10": dict(data="cifar10:data/cifar-10-python.tar.gz", resolution=32, net="paper", sigma_max=100.0,
@@ -109,7 +113,8 @@ HELP = {
     "blur_max": "blur σ_B at t=1 in pixels (default 0.36 x resolution)",
     "schedule_file": "designed levels instead of sin²: a JSON from python -m softdiff.schedule, or shapes-32/shapes-16",
     "prior": "p_1: gaussian (N(C_1 0, σ_1² I)) or fit (DCT-domain Gaussian fitted to the data)",
-    "precond": "edm or paper (residual)", "weighting": f"loss weighting: {', '.join(WEIGHTINGS)}",
+    "precond": "edm, paper (residual) or wiener (EDM per DCT coefficient, from the data spectrum)",
+    "weighting": f"loss weighting: {', '.join(WEIGHTINGS)} (sigma2 = noise prediction; use it with wiener)",
     "loss": f"{', '.join(LOSSES)} (cold = plain clean-image loss, the ablation)",
     "t_power": "training times t = ε + (1-ε) u^p, u stratified uniform: 1 = uniform (paper), 2 = half below 0.25",
     "steps": "total optimizer steps (raise it to extend a finished run)", "batch": "global batch (images)",
@@ -262,8 +267,8 @@ def update_ema(ema: torch.nn.Module, net: torch.nn.Module, decay: float) -> None
         ema_parameter.lerp_(parameter.detach(), 1 - decay)
 
 
-def save_samples(config, process, ema, out: Path, step: int, device, channels: int) -> Path:
-    denoiser = Denoiser(ema, process, precond=config.precond).eval()
+def save_samples(config, process, ema, out: Path, step: int, device, channels: int, second_moment=None) -> Path:
+    denoiser = Denoiser(ema, process, precond=config.precond, second_moment=second_moment).eval()
     images = sample(
         denoiser,
         process,
@@ -314,6 +319,7 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, betas=(0.9, 0.999), eps=1e-8)
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
     start_step = 0
+    second_moment = None
     resumed = load_latest(out / "checkpoints")
     if resumed is not None:
         state, path = resumed
@@ -326,12 +332,16 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         process = SoftDiffusionProcess.from_dict(state["process"])
+        second_moment = state.get("second_moment")
         start_step = state["step"]
         if ddp.is_main:
             print(f"softdiff.train: resuming from {path} (step {start_step})", flush=True)
             rewrite_log(out / "log.jsonl", start_step)
-    elif config.prior == "fit":
-        process.fit_prior(to_model_range(images), batch_size=1024)
+    else:
+        if config.prior == "fit":
+            process.fit_prior(to_model_range(images), batch_size=1024)
+        if config.precond == "wiener":
+            second_moment = data_second_moment(process.operator, to_model_range(images))
     if config.channels_last:
         net = net.to(memory_format=torch.channels_last)
     model = net
@@ -340,7 +350,7 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
                                                           else None)  # fmt: skip
     if config.compile:
         model = torch.compile(model)
-    denoiser = Denoiser(model, process, precond=config.precond)
+    denoiser = Denoiser(model, process, precond=config.precond, second_moment=second_moment)
     if ddp.is_main:
         out.mkdir(parents=True, exist_ok=True)
         print(f"softdiff.train: preset {preset}, {len(images)} images {tuple(images.shape[1:])}, net {config.net} "
@@ -415,10 +425,11 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
                     state = {"step": done, "model": net.state_dict(), "ema": ema.state_dict(),
                              "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                              "config": asdict(config), "process": process.to_dict(), "rng": rng_states(),
-                             "data_position": done * config.batch, "preset": preset}  # fmt: skip
+                             "data_position": done * config.batch, "preset": preset,
+                             "second_moment": second_moment}  # fmt: skip
                     save_checkpoint(state, out / "checkpoints", done, keep=config.keep)
                 if done % config.sample_every == 0 or done == config.steps:
-                    save_samples(config, process, ema, out, done, device, channels)
+                    save_samples(config, process, ema, out, done, device, channels, second_moment)
         if ddp.world > 1:
             check_ranks_agree(net, ddp)
     finally:
