@@ -1,0 +1,70 @@
+"""benchmarks/paper_claims.py and benchmarks/demo_recipe.py: their verdict logic, and each end to end on a tiny
+budget (the numbers of such runs mean nothing; that they run, write their files and report every cell does)."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def load(name):
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # paper_claims imports nfe_speed from its own folder
+    try:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def test_relative_comparison_and_verdicts():
+    claims = load("paper_claims")
+    assert claims.relative(90.0, 100.0) == "better by 10%"
+    assert claims.relative(120.0, 100.0) == "worse by 20%"
+    assert claims.relative(103.0, 100.0) == "within 5%"
+    table = {  # (model, sampler, nfe) -> value, the same for both metrics
+        ("soft", "momentum", 10): 3.5, ("soft", "naive", 10): 7.0,
+        ("soft", "momentum", 50): 2.0, ("soft", "naive", 50): 2.02,
+        ("cold", "momentum", 50): 3.0, ("gaussian", "momentum", 50): 4.0,
+    }  # fmt: skip
+    records = [
+        {"model": m, "sampler": s, "nfe": n, "metric": metric, "value": v}
+        for (m, s, n), v in table.items()
+        for metric in claims.METRICS
+    ]
+    lines = claims.verdicts(records, [10, 50])
+    assert len(lines) == 6
+    assert "momentum is NFE 10: better by 50%, NFE 50: within 5%" in lines[0]
+    assert "soft 2, cold 3: soft is better by 33%" in lines[2]
+    assert "Gaussian at 50 NFE scores 4; blur + noise (momentum) reaches it at NFE 10" in lines[4]
+
+
+def test_paper_claims_end_to_end(tmp_path):
+    claims = load("paper_claims")
+    out = tmp_path / "results"
+    claims.main(["--steps", "2", "--resolution", "16", "--samples", "16", "--nfe", "2,3", "--runs",
+                 str(tmp_path / "runs"), "--out", str(out)])  # fmt: skip
+    records = json.loads((out / "paper_claims.json").read_text())["records"]
+    cells = {(r["model"], r["sampler"], r["nfe"], r["metric"]) for r in records}
+    assert cells == {(m, s, n, metric) for m in claims.MODELS for s in claims.SAMPLERS for n in (2, 3)
+                     for metric in claims.METRICS}  # fmt: skip
+    text = (out / "paper_claims.md").read_text()
+    assert "Claim 1" in text and "Claim 2" in text and "Claim 3" in text and "not FID" in text
+    assert (tmp_path / "runs" / "cold" / "checkpoints").is_dir()
+
+
+def test_demo_recipe_end_to_end(tmp_path):
+    recipe = load("demo_recipe")
+    recipe.main(["--steps", "2", "--size", "8", "--out", str(tmp_path)])
+    (result,) = tmp_path.glob("demo_recipe-*.json")
+    records = json.loads(result.read_text())["records"]
+    assert [r["recipe"] for r in records] == [name for name, *_ in recipe.RECIPES]
+    assert all(set(r["ratios"]) == {str(t) for t in recipe.EVAL_TIMES} for r in records)
+    assert all(r["ratios"][str(t)] > 0 for r in records for t in recipe.EVAL_TIMES)
