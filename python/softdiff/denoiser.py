@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ._checks import as_times, check_choice, check_images
+from .operators import basis_second_moment
 
 PRECONDITIONINGS = ("edm", "paper", "wiener")
 NOISE_LABEL_SCALE = 1000.0
@@ -129,14 +130,9 @@ class Denoiser(nn.Module):
 
 
 def data_second_moment(operator, images: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
-    """s_f = E[z_f²] per channel and coefficient of ``images`` ``[N, C, H, W]`` (in [-1, 1]) in the operator's
-    basis -> float64 ``[C, H, W]``, floored at 1e-6 · its mean so that every c_out,f stays > 0."""
-    total = None
-    for start in range(0, images.shape[0], batch_size):
-        z = operator.to_basis(images[start : start + batch_size].to(torch.float64))
-        part = z.square().sum(dim=0)
-        total = part if total is None else total + part
-    moment = total / images.shape[0]
+    """s_f = E[z_f²] per channel and coefficient of ``images`` ``[N, C, H, W]`` (uint8 or float in [-1, 1]) in the
+    operator's basis -> float64 ``[C, H, W]``, floored at 1e-6 · its mean so that every c_out,f stays > 0."""
+    moment = basis_second_moment(operator, images, batch_size=batch_size)
     return moment.clamp_min(1e-6 * float(moment.mean()))
 
 

@@ -225,6 +225,22 @@ def _cast_terms(terms: dict, dtype: torch.dtype) -> dict:
 _OPERATORS = {"dct_blur": DCTBlur, "identity": Identity, "masking": Masking}
 
 
+def model_range_float64(images: torch.Tensor) -> torch.Tensor:
+    """A batch as float64 in [-1, 1] units (uint8 [0, 255] is rescaled; float is taken as already in them)."""
+    if images.dtype == torch.uint8:
+        return images.to(torch.float64) / 127.5 - 1.0
+    return images.to(torch.float64)
+
+
+def basis_second_moment(operator: Operator, images: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
+    """E[z²] per channel and coefficient, z = the operator's basis coefficients of ``images`` ``[N, C, H, W]``
+    (uint8 or float in [-1, 1]) -> float64 ``[C, H, W]``, accumulated in float64 on the images' device."""
+    total = torch.zeros(images.shape[1:], dtype=torch.float64, device=images.device)
+    for part in images.split(batch_size):
+        total += operator.to_basis(model_range_float64(part)).square().sum(dim=0)
+    return total / images.shape[0]
+
+
 def operator_from_dict(config: dict) -> Operator:
     """Rebuild an operator from :meth:`Operator.to_dict`."""
     config = dict(config)

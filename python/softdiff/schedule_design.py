@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 
 from ._checks import check_choice
-from .operators import Identity, Masking, Operator, operator_from_dict
+from .operators import Identity, Masking, Operator, basis_second_moment, model_range_float64, operator_from_dict
 from .schedules import GeometricNoise, LevelSchedule, default_blur_max
 
 ESTIMATORS = ("coupled", "frechet")
@@ -66,13 +66,6 @@ def default_level_max(operator: Operator, height: int, width: int) -> float:
     if isinstance(operator, Masking):
         return 1.0
     return default_blur_max(height, width)
-
-
-def _model_range(images: torch.Tensor) -> torch.Tensor:
-    """A batch as float64 in [-1, 1] units (uint8 [0, 255] is rescaled; float is taken as already in them)."""
-    if images.dtype == torch.uint8:
-        return images.to(torch.float64) / 127.5 - 1.0
-    return images.to(torch.float64)
 
 
 def _channel_spectra(operator: Operator, levels: torch.Tensor, image_shape: tuple[int, int, int]) -> torch.Tensor:
@@ -100,10 +93,7 @@ class CoupledW2:
     @classmethod
     def from_data(cls, data: torch.Tensor, operator: Operator, *, noise_sigma=None, batch_size: int = 1024):
         """E[z²] over ``data`` ``[N, C, H, W]`` (uint8 or float in [-1, 1]), accumulated in float64 on its device."""
-        total = torch.zeros(data.shape[1:], dtype=torch.float64, device=data.device)
-        for part in data.split(batch_size):
-            total += operator.to_basis(_model_range(part)).square().sum(dim=0)
-        return cls(total / data.shape[0], operator, noise_sigma=noise_sigma)
+        return cls(basis_second_moment(operator, data, batch_size=batch_size), operator, noise_sigma=noise_sigma)
 
     def _plane_terms(self, levels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(d(ℓ) ``[K, H·W]``, σ(ℓ) ``[K]``): the spectrum is shared by the channels, so E[z²] is summed over them."""
@@ -177,11 +167,11 @@ class FrechetW2:
             raise ValueError(f"estimator='frechet' needs at least 2 images to fit a covariance; got {data.shape[0]}")
         total = torch.zeros(dimension, dtype=torch.float64, device=data.device)
         for part in data.split(batch_size):
-            total += operator.to_basis(_model_range(part)).flatten(1).sum(dim=0)
+            total += operator.to_basis(model_range_float64(part)).flatten(1).sum(dim=0)
         mean = total / data.shape[0]
         covariance = torch.zeros(dimension, dimension, dtype=torch.float64, device=data.device)
         for part in data.split(batch_size):
-            centred = operator.to_basis(_model_range(part)).flatten(1) - mean
+            centred = operator.to_basis(model_range_float64(part)).flatten(1) - mean
             covariance += centred.T @ centred
         return cls(mean, covariance / data.shape[0], data.shape[1:], operator, noise_sigma=noise_sigma)
 

@@ -341,7 +341,7 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
         if config.prior == "fit":
             process.fit_prior(to_model_range(images), batch_size=1024)
         if config.precond == "wiener":
-            second_moment = data_second_moment(process.operator, to_model_range(images))
+            second_moment = data_second_moment(process.operator, images)
     if config.channels_last:
         net = net.to(memory_format=torch.channels_last)
     model = net
