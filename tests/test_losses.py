@@ -94,10 +94,40 @@ def test_stratified_times_with_a_power_follow_their_law(power, generator):
         assert abs(float((many <= tau).double().mean()) - expected) < 0.01
 
 
+@pytest.mark.parametrize("share", [0.25, 0.5])
+def test_stratified_times_with_a_uniform_share_follow_their_law(share, generator):
+    # t = ε + (1 − ε)(w v + (1 − w) v³): v recovered by bisection in float64 lies in its stratum, and over many
+    # draws P(t ≤ τ) = g⁻¹((τ − ε)/(1 − ε)).
+    eps, batch, power = 1e-3, 64, 3.0
+
+    def inverse(y: torch.Tensor) -> torch.Tensor:
+        low, high = torch.zeros_like(y), torch.ones_like(y)
+        for _ in range(60):
+            middle = (low + high) / 2
+            below = share * middle + (1 - share) * middle.pow(power) < y
+            low, high = torch.where(below, middle, low), torch.where(below, high, middle)
+        return (low + high) / 2
+
+    t = sd.stratified_times(batch, eps=eps, power=power, uniform_share=share, generator=generator)
+    v = inverse((t.double() - eps) / (1 - eps))
+    assert torch.equal((v * batch).floor().long().clamp(max=batch - 1), torch.arange(batch))
+    many = torch.cat([sd.stratified_times(batch, eps=eps, power=power, uniform_share=share, generator=generator)
+                      for _ in range(200)])  # fmt: skip
+    for tau in (0.1, 0.25, 0.6):
+        expected = float(inverse(torch.tensor((tau - eps) / (1 - eps), dtype=torch.float64)))
+        assert abs(float((many <= tau).double().mean()) - expected) < 0.01
+
+
 @pytest.mark.parametrize("power", [0, -1, float("nan"), float("inf")])
 def test_stratified_times_reject_a_bad_power(power):
     with pytest.raises(ValueError, match="power"):
         sd.stratified_times(8, power=power)
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.5, float("nan")])
+def test_stratified_times_reject_a_bad_uniform_share(share):
+    with pytest.raises(ValueError, match="uniform_share"):
+        sd.stratified_times(8, power=3.0, uniform_share=share)
 
 
 def test_denoiser_edm_preconditioning(generator):

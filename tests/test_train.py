@@ -1,6 +1,7 @@
 """python -m softdiff.train and python -m softdiff.sample: end to end, resume, kill -9, corrupt checkpoints,
 the NaN guard, 2-process DDP, per-seed sampling."""
 
+import itertools
 import json
 import os
 import signal
@@ -216,3 +217,15 @@ def test_wiener_preconditioning_trains_resumes_and_samples(tmp_path):
     out = tmp_path / "samples.npz"
     run("softdiff.sample", "--ckpt", str(tmp_path / "a"), "--n", "2", "--steps", "3", "--out", str(out))
     assert np.load(out)["arr_0"].shape == (2, 16, 16, 3)
+
+
+def test_learning_rate_warmup_and_cosine_decay():
+    constant = train_module.TrainConfig(lr=1e-3, warmup=10, steps=100)
+    assert [train_module.learning_rate(constant, s) for s in (0, 4, 9, 50, 99)] == [1e-4, 5e-4, 1e-3, 1e-3, 1e-3]
+    cosine = train_module.TrainConfig(lr=1e-3, warmup=10, steps=100, lr_decay="cosine")
+    rates = [train_module.learning_rate(cosine, s) for s in range(100)]
+    assert rates[0] == pytest.approx(1e-4 * 0.5 * (1 + np.cos(0)))
+    assert rates[50] == pytest.approx(0.5e-3) and rates[99] == pytest.approx(1e-3 * 0.5 * (1 + np.cos(np.pi * 0.99)))
+    assert all(b <= a for a, b in itertools.pairwise(rates[9:])) and 0 < rates[-1] < 1e-6
+    with pytest.raises(SystemExit, match="--lr-decay must be one of"):
+        train_module.check_config(train_module.TrainConfig(lr_decay="linear"))

@@ -1,5 +1,5 @@
-"""benchmarks/paper_claims.py and benchmarks/demo_recipe.py: their verdict logic, and each end to end on a tiny
-budget (the numbers of such runs mean nothing; that they run, write their files and report every cell does)."""
+"""benchmarks/paper_claims.py, schedule_compare.py and demo_recipe.py: their verdict logic, and each end to end on a
+tiny budget (the numbers of such runs mean nothing; that they run, write their files and report every cell does)."""
 
 import importlib.util
 import json
@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,3 +69,23 @@ def test_demo_recipe_end_to_end(tmp_path):
     assert [r["recipe"] for r in records] == [name for name, *_ in recipe.RECIPES]
     assert all(set(r["ratios"]) == {str(t) for t in recipe.EVAL_TIMES} for r in records)
     assert all(r["ratios"][str(t)] > 0 for r in records for t in recipe.EVAL_TIMES)
+
+
+def test_schedule_verdict_needs_the_seeds_to_separate():
+    compare = load("schedule_compare")
+    assert compare.verdict([8.0, 9.0], [10.0, 11.0]).startswith("designed better; means differ by +19.0%")
+    assert compare.verdict([12.0, 13.0], [10.0, 11.0]).startswith("designed worse")
+    assert compare.verdict([9.0, 10.5], [10.0, 11.0]).startswith("no clear difference")
+
+
+def test_schedule_compare_end_to_end(tmp_path):
+    compare = load("schedule_compare")
+    out = tmp_path / "results"
+    compare.main(["--seeds", "0,1", "--steps", "2", "--resolution", "16", "--samples", "8", "--nfe", "2",
+                  "--runs", str(tmp_path / "runs"), "--out", str(out)])  # fmt: skip
+    records = json.loads((out / "schedule_compare.json").read_text())["records"]
+    cells = {(r["schedule"], r["seed"], r["nfe"], r["metric"]) for r in records}
+    assert cells == {(s, seed, 2, m) for s in compare.SCHEDULES for seed in (0, 1) for m in compare.METRICS}
+    state = torch.load(tmp_path / "runs" / "designed-seed1" / "checkpoints" / "ckpt-00000002.pt", weights_only=False)
+    assert state["config"]["schedule_file"] == "shapes-16" and state["config"]["seed"] == 1
+    assert "Verdicts" in (out / "schedule_compare.md").read_text()

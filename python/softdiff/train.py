@@ -64,10 +64,12 @@ class TrainConfig:
     weighting: str = "edm"
     loss: str = "soft"
     t_power: float = 1.0
+    t_uniform: float = 0.0
     steps: int = 2000
     batch: int = 32
     lr: float = 2e-3
     warmup: int = 100
+    lr_decay: str = "none"
     grad_clip: float = 1.0
     ema: float = 0.999
     flips: bool = True
@@ -117,8 +119,10 @@ HELP = {
     "weighting": f"loss weighting: {', '.join(WEIGHTINGS)} (sigma2 = noise prediction; use it with wiener)",
     "loss": f"{', '.join(LOSSES)} (cold = plain clean-image loss, the ablation)",
     "t_power": "training times t = ε + (1-ε) u^p, u stratified uniform: 1 = uniform (paper), 2 = half below 0.25",
+    "t_uniform": "share w of the uniform map in t = ε + (1-ε)(w u + (1-w) u^p), in [0, 1] (0: the power alone)",
     "steps": "total optimizer steps (raise it to extend a finished run)", "batch": "global batch (images)",
     "lr": "Adam learning rate", "warmup": "linear learning-rate warm-up (steps)",
+    "lr_decay": "after warm-up: none (constant) or cosine (to 0 at --steps; extending a run raises it again)",
     "grad_clip": "gradient-norm clip (0: off)", "ema": "EMA decay per step (warmed up: min(ema, (1+s)/(10+s)))",
     "flips": "random horizontal flips",
     "dropout": "override the network's dropout probability", "seed": "seed of every random choice of the run",
@@ -129,6 +133,9 @@ HELP = {
     "ckpt_every": "steps between checkpoints", "sample_every": "steps between sample grids",
     "keep": "checkpoints kept",
 }  # fmt: skip
+
+
+LR_DECAYS = ("none", "cosine")
 
 
 class NonFiniteLoss(RuntimeError):
@@ -164,13 +171,24 @@ def check_config(config: TrainConfig) -> None:
               (config.steps >= 1 and config.batch >= 1, "--steps and --batch must be >= 1"),
               (config.keep >= 1, "--keep must be >= 1"), (0 <= config.ema < 1, "--ema must lie in [0, 1)"),
               (config.lr > 0, "--lr must be > 0"),
-              (math.isfinite(config.t_power) and config.t_power > 0, "--t-power must be a number > 0")]  # fmt: skip
+              (config.lr_decay in LR_DECAYS, f"--lr-decay must be one of {LR_DECAYS}"),
+              (math.isfinite(config.t_power) and config.t_power > 0, "--t-power must be a number > 0"),
+              (0 <= config.t_uniform <= 1, "--t-uniform must lie in [0, 1]")]  # fmt: skip
     for ok, message in checks:
         if not ok:
             raise SystemExit(f"softdiff.train: {message}")
 
 
 # --- pieces of a run ------------------------------------------------------------------------------------------
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """Adam's learning rate at optimizer step ``step`` (0-based): linear warm-up over ``config.warmup`` steps, then
+    constant or, with ``lr_decay="cosine"``, lr · (1 + cos(π s / steps)) / 2, reaching 0 at ``config.steps``."""
+    warm = min(1.0, (step + 1) / max(1, config.warmup))
+    if config.lr_decay == "cosine":
+        warm *= 0.5 * (1 + math.cos(math.pi * min(step, config.steps) / config.steps))
+    return config.lr * warm
 
 
 def build_process(config: TrainConfig) -> SoftDiffusionProcess:
@@ -374,7 +392,8 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
             indices = batch_indices(config, step, len(images))
             flips = torch.rand(config.batch, generator=step_generator(config.seed, step, 1)) < 0.5
             times = step_generator(config.seed, step, 2)
-            t_global = stratified_times(config.batch, power=config.t_power, generator=times)
+            t_global = stratified_times(config.batch, power=config.t_power, uniform_share=config.t_uniform,
+                                         generator=times)  # fmt: skip
             seeds_global = torch.randint(0, 2**62, (config.batch,), generator=step_generator(config.seed, step, 3))
             mine = slice(ddp.rank * local, (ddp.rank + 1) * local)
             x0 = to_model_range(images[indices[mine]])
@@ -384,7 +403,7 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
             if config.channels_last:
                 x0 = x0.contiguous(memory_format=torch.channels_last)
             torch.manual_seed(config.seed * 1_000_003 + step)  # dropout
-            lr = config.lr * min(1.0, (step + 1) / max(1, config.warmup))
+            lr = learning_rate(config, step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):

@@ -1,0 +1,122 @@
+"""Designed blur levels against the default sin² schedule, with trained demo models (issue: schedule design).
+
+Trains the demo preset's recipe twice per seed, differing only in the level schedule:
+
+    sin2      σ_B(t) = σ_B,max · sin²(πt/2)                         (the default)
+    designed  ``--schedule-file shapes-32`` (Wasserstein shortest path, 32 levels; ``python -m softdiff.schedule``)
+
+then samples every model with the momentum sampler at several NFE (same seeds for every model) and scores the
+samples against the training data with the offline proxies of ``python -m softdiff.fid`` (SWD-proxy,
+RandFD-proxy; not FID, lower is better). Two seeds per schedule give the run-to-run spread, which is what a
+difference between the schedules has to exceed before it is called one.
+
+    python benchmarks/schedule_compare.py [--seeds 0,1] [--steps 1200] [--samples 256] [--nfe 10,20,50]
+
+Training goes through ``python -m softdiff.train`` into ``--runs`` (resumable). Writes ``OUT/schedule_compare.json``
+and ``OUT/schedule_compare.md`` (per-seed table, means, spread and the verdict per NFE and metric). About 45 minutes on
+a 2-core CPU with the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import nfe_speed  # benchmarks/nfe_speed.py: checkpoint_records scores a checkpoint per sampler and NFE
+import paper_claims  # benchmarks/paper_claims.py: train runs python -m softdiff.train with the demo recipe
+
+SCHEDULES = ("sin2", "designed")  # designed: --schedule-file shapes-<resolution>, the shipped design
+METRICS = paper_claims.METRICS
+
+
+def score(run: Path, args) -> list[dict]:
+    options = argparse.Namespace(ckpt=str(run), device="cpu", ref=None, inception=None, ckpt_samplers=("momentum",),
+                                 ckpt_nfe=args.nfe, ckpt_samples=args.samples, batch=args.samples)  # fmt: skip
+    return nfe_speed.checkpoint_records(options)
+
+
+def values(records, schedule: str, nfe: int, metric: str) -> list[float]:
+    """The scores of every seed's model, in seed order."""
+    return [r["value"] for r in records if (r["schedule"], r["nfe"], r["metric"]) == (schedule, nfe, metric)]
+
+
+def verdict(designed: list[float], sin2: list[float]) -> str:
+    """'designed better' only when its worst seed beats sin²'s best (lower is better), 'worse' the other way round,
+    otherwise 'no clear difference'; with the mean relative change."""
+    change = (statistics.mean(sin2) - statistics.mean(designed)) / statistics.mean(sin2)
+    if max(designed) < min(sin2):
+        outcome = "designed better"
+    elif min(designed) > max(sin2):
+        outcome = "designed worse"
+    else:
+        outcome = "no clear difference (the seeds overlap)"
+    return f"{outcome}; means differ by {change:+.1%}"
+
+
+def write_markdown(path: Path, records, meta, seeds, nfes) -> None:
+    lines = [f"# Designed levels vs sin² with trained demo models ({meta['date']} UTC)", "",
+             f"torch {meta['torch']}, {meta['threads']} CPU threads, {meta['processor']}; demo preset, "
+             f"{meta['steps']} steps per model, seeds {', '.join(map(str, seeds))}; momentum sampler, "
+             f"{meta['samples']} samples (seeds 0..{meta['samples'] - 1}) per cell, scored against the training set "
+             "with the offline proxies of `python -m softdiff.fid` (not FID; lower is better).", "", "```",
+             f"python benchmarks/schedule_compare.py --seeds {','.join(map(str, seeds))} --steps {meta['steps']} "
+             f"--samples {meta['samples']} --nfe {','.join(map(str, nfes))}", "```", ""]  # fmt: skip
+    for metric in METRICS:
+        lines += [f"## {metric}", "", "| schedule | seed | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
+                  "|---|---|" + "---|" * len(nfes)]  # fmt: skip
+        for schedule in SCHEDULES:
+            for i, seed in enumerate(seeds):
+                cells = " | ".join(f"{values(records, schedule, n, metric)[i]:.4g}" for n in nfes)
+                lines.append(f"| {schedule} | {seed} | {cells} |")
+            means = " | ".join(f"{statistics.mean(values(records, schedule, n, metric)):.4g}" for n in nfes)
+            lines.append(f"| {schedule} | mean | {means} |")
+        lines.append("")
+    lines += ["## Verdicts", ""]
+    for metric in METRICS:
+        for n in nfes:
+            outcome = verdict(values(records, "designed", n, metric), values(records, "sin2", n, metric))
+            lines.append(f"- {metric}, NFE {n}: {outcome}")
+    seconds = ", ".join(f"{name} {s:.0f} s" for name, s in meta["train_seconds"].items())
+    lines += ["", f"Training wall time per model (this invocation; a finished run is reused): {seconds}", ""]
+    path.write_text("\n".join(lines))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=nfe_speed.parse_ints, default=[0, 1], help="training seeds per schedule")
+    parser.add_argument("--steps", type=int, default=1200, help="training steps per model (the demo's budget)")
+    parser.add_argument("--resolution", type=int, default=32, help="image side in pixels (32: shapes-32 levels)")
+    parser.add_argument("--samples", type=int, default=256, help="samples per (model, NFE)")
+    parser.add_argument("--nfe", type=nfe_speed.parse_ints, default=[10, 20, 50], help="NFE values")
+    parser.add_argument("--runs", type=Path, default=Path("runs/schedule_compare"), help="training outputs")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results/...)")
+    args = parser.parse_args(argv)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H%M")
+    out = args.out or Path("benchmarks/results") / f"schedule_compare-{stamp}"
+    out.mkdir(parents=True, exist_ok=True)
+    train_seconds, records = {}, []
+    for schedule in SCHEDULES:
+        extra = ["--schedule-file", f"shapes-{args.resolution}"] if schedule == "designed" else []
+        for seed in args.seeds:
+            name = f"{schedule}-seed{seed}"
+            _, train_seconds[name] = paper_claims.train(name, [*extra, "--seed", str(seed)], runs=args.runs,
+                                                        steps=args.steps, resolution=args.resolution)  # fmt: skip
+            records += [{"schedule": schedule, "seed": seed, **r} for r in score(args.runs / name, args)]
+    meta = {"date": stamp, "torch": torch.__version__, "threads": torch.get_num_threads(), "steps": args.steps,
+            "samples": args.samples, "processor": platform.processor() or platform.machine(),
+            "train_seconds": train_seconds}  # fmt: skip
+    (out / "schedule_compare.json").write_text(json.dumps({"meta": meta, "records": records}, indent=1))
+    write_markdown(out / "schedule_compare.md", records, meta, list(args.seeds), list(args.nfe))
+    print((out / "schedule_compare.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
