@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from softdiff.loading import parse_seeds
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import nfe_speed  # benchmarks/nfe_speed.py: checkpoint_records scores a checkpoint per sampler and NFE
 import paper_claims  # benchmarks/paper_claims.py: train runs python -m softdiff.train with the demo recipe
@@ -91,7 +93,7 @@ def write_markdown(path: Path, records, meta, seeds, nfes) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=nfe_speed.parse_ints, default=[0, 1], help="training seeds per schedule")
+    parser.add_argument("--seeds", type=parse_seeds, default=[0, 1], help="training seeds per schedule: 0,1 or 0-3")
     parser.add_argument("--steps", type=int, default=1200, help="training steps per model (the demo's budget)")
     parser.add_argument("--resolution", type=int, default=32, help="image side in pixels (32: shapes-32 levels)")
     parser.add_argument("--samples", type=int, default=256, help="samples per (model, NFE)")
