@@ -57,10 +57,36 @@ def train(name: str, extra: list[str], *, runs: Path, steps: int, resolution: in
     return command, time.perf_counter() - start
 
 
-def score(run: Path, args) -> list[dict]:
-    options = argparse.Namespace(ckpt=str(run), device="cpu", ref=None, inception=None, ckpt_samplers=SAMPLERS,
+def score(run: Path, args, samplers=SAMPLERS) -> list[dict]:
+    """Proxy scores of ``args.samples`` images per (sampler, NFE in ``args.nfe``) from a run's newest checkpoint."""
+    options = argparse.Namespace(ckpt=str(run), device="cpu", ref=None, inception=None, ckpt_samplers=samplers,
                                  ckpt_nfe=args.nfe, ckpt_samples=args.samples, batch=args.samples)  # fmt: skip
     return nfe_speed.checkpoint_records(options)
+
+
+def add_budget_arguments(parser: argparse.ArgumentParser, *, nfe: list[int], runs: str) -> None:
+    """The options every training benchmark shares: steps, resolution, samples, NFE, run and result folders."""
+    parser.add_argument("--steps", type=int, default=1200, help="training steps per model (the demo's budget)")
+    parser.add_argument("--resolution", type=int, default=32, help="image side in pixels")
+    parser.add_argument("--samples", type=int, default=256, help="samples per (model, sampler, NFE)")
+    parser.add_argument("--nfe", type=nfe_speed.parse_ints, default=nfe, help="NFE values")
+    parser.add_argument("--runs", type=Path, default=Path(runs), help="training outputs (resumable)")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results/...)")
+
+
+def results_folder(args, name: str) -> tuple[Path, str]:
+    """(``--out`` or benchmarks/results/NAME-<UTC stamp>, created; the stamp)."""
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H%M")
+    out = args.out or Path("benchmarks/results") / f"{name}-{stamp}"
+    out.mkdir(parents=True, exist_ok=True)
+    return out, stamp
+
+
+def run_meta(stamp: str, args, train_seconds: dict) -> dict:
+    """What a results file records about the machine and the budget."""
+    return {"date": stamp, "torch": torch.__version__, "threads": torch.get_num_threads(), "steps": args.steps,
+            "samples": args.samples, "processor": platform.processor() or platform.machine(),
+            "train_seconds": train_seconds}  # fmt: skip
 
 
 def value(records, model, sampler, nfe, metric):
@@ -124,16 +150,9 @@ def write_markdown(path: Path, records, commands, meta, nfes) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=1200, help="training steps per model (the demo's budget)")
-    parser.add_argument("--resolution", type=int, default=32, help="image side in pixels")
-    parser.add_argument("--samples", type=int, default=256, help="samples per (model, sampler, NFE)")
-    parser.add_argument("--nfe", type=nfe_speed.parse_ints, default=[10, 20, 50, 100], help="NFE values")
-    parser.add_argument("--runs", type=Path, default=Path("runs/paper_claims"), help="training outputs (resumable)")
-    parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results/...)")
+    add_budget_arguments(parser, nfe=[10, 20, 50, 100], runs="runs/paper_claims")
     args = parser.parse_args(argv)
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H%M")
-    out = args.out or Path("benchmarks/results") / f"paper_claims-{stamp}"
-    out.mkdir(parents=True, exist_ok=True)
+    out, stamp = results_folder(args, "paper_claims")
     commands, train_seconds, records = [], {}, []
     for name, extra in MODELS.items():
         command, seconds = train(name, extra, runs=args.runs, steps=args.steps, resolution=args.resolution)
@@ -142,9 +161,7 @@ def main(argv=None) -> None:
     for name in MODELS:
         for record in score(args.runs / name, args):
             records.append({"model": name, **record})
-    meta = {"date": stamp, "torch": torch.__version__, "threads": torch.get_num_threads(), "steps": args.steps,
-            "samples": args.samples, "processor": platform.processor() or platform.machine(),
-            "train_seconds": train_seconds}  # fmt: skip
+    meta = run_meta(stamp, args, train_seconds)
     (out / "paper_claims.json").write_text(json.dumps({"meta": meta, "records": records}, indent=1))
     write_markdown(out / "paper_claims.md", records, commands, meta, list(args.nfe))
     print((out / "paper_claims.md").read_text())

@@ -21,28 +21,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
-
-import torch
 
 from softdiff.loading import parse_seeds
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import nfe_speed  # benchmarks/nfe_speed.py: checkpoint_records scores a checkpoint per sampler and NFE
-import paper_claims  # benchmarks/paper_claims.py: train runs python -m softdiff.train with the demo recipe
+import paper_claims  # benchmarks/paper_claims.py: train, score, the shared options and results folder
 
 SCHEDULES = ("sin2", "designed")  # designed: --schedule-file shapes-<resolution>, the shipped design
 METRICS = paper_claims.METRICS
-
-
-def score(run: Path, args) -> list[dict]:
-    options = argparse.Namespace(ckpt=str(run), device="cpu", ref=None, inception=None, ckpt_samplers=("momentum",),
-                                 ckpt_nfe=args.nfe, ckpt_samples=args.samples, batch=args.samples)  # fmt: skip
-    return nfe_speed.checkpoint_records(options)
 
 
 def values(records, schedule: str, nfe: int, metric: str) -> list[float]:
@@ -94,16 +83,9 @@ def write_markdown(path: Path, records, meta, seeds, nfes) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=parse_seeds, default=[0, 1], help="training seeds per schedule: 0,1 or 0-3")
-    parser.add_argument("--steps", type=int, default=1200, help="training steps per model (the demo's budget)")
-    parser.add_argument("--resolution", type=int, default=32, help="image side in pixels (32: shapes-32 levels)")
-    parser.add_argument("--samples", type=int, default=256, help="samples per (model, NFE)")
-    parser.add_argument("--nfe", type=nfe_speed.parse_ints, default=[10, 20, 50], help="NFE values")
-    parser.add_argument("--runs", type=Path, default=Path("runs/schedule_compare"), help="training outputs")
-    parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results/...)")
+    paper_claims.add_budget_arguments(parser, nfe=[10, 20, 50], runs="runs/schedule_compare")
     args = parser.parse_args(argv)
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H%M")
-    out = args.out or Path("benchmarks/results") / f"schedule_compare-{stamp}"
-    out.mkdir(parents=True, exist_ok=True)
+    out, stamp = paper_claims.results_folder(args, "schedule_compare")
     train_seconds, records = {}, []
     for schedule in SCHEDULES:
         extra = ["--schedule-file", f"shapes-{args.resolution}"] if schedule == "designed" else []
@@ -111,10 +93,9 @@ def main(argv=None) -> None:
             name = f"{schedule}-seed{seed}"
             _, train_seconds[name] = paper_claims.train(name, [*extra, "--seed", str(seed)], runs=args.runs,
                                                         steps=args.steps, resolution=args.resolution)  # fmt: skip
-            records += [{"schedule": schedule, "seed": seed, **r} for r in score(args.runs / name, args)]
-    meta = {"date": stamp, "torch": torch.__version__, "threads": torch.get_num_threads(), "steps": args.steps,
-            "samples": args.samples, "processor": platform.processor() or platform.machine(),
-            "train_seconds": train_seconds}  # fmt: skip
+            scores = paper_claims.score(args.runs / name, args, samplers=("momentum",))
+            records += [{"schedule": schedule, "seed": seed, **r} for r in scores]
+    meta = paper_claims.run_meta(stamp, args, train_seconds)
     (out / "schedule_compare.json").write_text(json.dumps({"meta": meta, "records": records}, indent=1))
     write_markdown(out / "schedule_compare.md", records, meta, list(args.seeds), list(args.nfe))
     print((out / "schedule_compare.md").read_text())

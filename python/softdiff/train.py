@@ -46,6 +46,8 @@ from .samplers import SAMPLERS, sample
 from .schedule_design import ScheduleFileError, level_schedule_from_file
 from .schedules import GeometricNoise, LevelSchedule, default_blur_max
 
+LR_DECAYS = ("none", "cosine")
+
 
 @dataclass
 class TrainConfig:
@@ -133,9 +135,6 @@ HELP = {
     "ckpt_every": "steps between checkpoints", "sample_every": "steps between sample grids",
     "keep": "checkpoints kept",
 }  # fmt: skip
-
-
-LR_DECAYS = ("none", "cosine")
 
 
 class NonFiniteLoss(RuntimeError):
