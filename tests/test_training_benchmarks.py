@@ -1,5 +1,6 @@
-"""benchmarks/paper_claims.py, schedule_compare.py and demo_recipe.py: their verdict logic, and each end to end on a
-tiny budget (the numbers of such runs mean nothing; that they run, write their files and report every cell does)."""
+"""benchmarks/paper_claims.py, schedule_compare.py, demo_recipe.py and restore_depth.py: their verdict logic, and each
+end to end on a tiny budget (the numbers of such runs mean nothing; that they run, write their files and report every
+cell does)."""
 
 import importlib.util
 import json
@@ -8,6 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+
+import softdiff as sd
+from softdiff.data import make_shapes
+from softdiff.denoiser import Denoiser, data_second_moment
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,3 +94,32 @@ def test_schedule_compare_end_to_end(tmp_path):
     state = torch.load(tmp_path / "runs" / "designed-seed1" / "checkpoints" / "ckpt-00000002.pt", weights_only=False)
     assert state["config"]["schedule_file"] == "shapes-16" and state["config"]["seed"] == 1
     assert "Verdicts" in (out / "schedule_compare.md").read_text()
+
+
+def test_restore_depth_ratios_are_one_for_the_linear_denoiser_itself():
+    depth = load("restore_depth")
+    process = sd.SoftDiffusionProcess(sd.DCTBlur(), noise=sd.GeometricNoise(0.02, 5.0), levels=sd.LevelSchedule.sin2(3))
+    clean = make_shapes(6, size=8, start=500)
+    moment = data_second_moment(process.operator, make_shapes(64, size=8))
+    linear = Denoiser(lambda x, label: torch.zeros_like(x), process, precond="wiener", second_moment=moment)
+    shrunk = Denoiser(lambda x, label: torch.zeros_like(x), process, precond="wiener", second_moment=moment * 0.2)
+    with torch.no_grad():
+        same = depth.measure(linear, linear, process, clean, 0.4, nfe=10, sampler="momentum")
+        worse = depth.measure(shrunk, linear, process, clean, 0.4, nfe=10, sampler="momentum")
+    assert same["steps"] == 4 and same["denoiser_ratio"] == pytest.approx(1) and same["restore_ratio"] == 1
+    assert worse["denoiser_ratio"] > 1.05  # a mis-tuned linear filter is measurably worse than the Wiener filter
+
+
+def test_restore_depth_end_to_end(tmp_path):
+    from softdiff.train import main as train
+
+    train(["--preset", "smoke", "--out", str(tmp_path / "run")])
+    depth = load("restore_depth")
+    depth.main(["--ckpt", str(tmp_path / "run"), "--n", "6", "--show", "3", "--times", "0.2,0.7", "--nfe", "4",
+                "--out", str(tmp_path / "out")])  # fmt: skip
+    records = json.loads((tmp_path / "out" / "restore_depth.json").read_text())["records"]
+    assert [r["t"] for r in records] == [0.2, 0.7] and [r["steps"] for r in records] == [1, 3]
+    assert all(r["denoiser_ratio"] > 0 and r["restore_ratio"] > 0 for r in records)
+    assert (tmp_path / "out" / "restore_depth.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="show"):
+        depth.main(["--ckpt", str(tmp_path / "run"), "--n", "2", "--show", "3"])
