@@ -2,7 +2,8 @@
 # One command for a machine with a CUDA GPU, PyTorch, Triton, pytest and nvcc but no network:
 #   bash benchmarks/gpu_check.sh OUTDIR
 # installs softdiff without build isolation or dependency resolution, builds csrc/, runs the test suite
-# (GPU tests included), the kernel benchmark for each backend, the training-step and NFE benchmarks and the demo,
+# (GPU tests included), the kernel benchmark for each backend, the training-step and NFE benchmarks, the demo and
+# the demo preset with the small net measured by restore_depth.py,
 # and writes a report into OUTDIR.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -42,10 +43,17 @@ step train-speed python benchmarks/train_speed.py --sizes tiny small paper --bat
   --out "$out/train_speed"
 step nfe-speed python benchmarks/nfe_speed.py --out "$out/nfe_speed"
 step demo python -m softdiff.demo --out "$out/demo"
+# Does capacity fix the demo's mid-t outlines (README "Training")? The demo preset with the small net, then where
+# along t it stops knowing the data. The run (checkpoints of ~100 MB) stays outside OUTDIR; its last grid is copied.
+run_dir="${TMPDIR:-/tmp}/softdiff-demo-small"
+step demo-small python -m softdiff.train --out "$run_dir" --net small --steps 4000 --sample-every 4000 --ckpt-every 1000
+cp "$run_dir/samples/step-00004000.png" "$out/demo-small-samples.png" 2>/dev/null
+step restore-depth python benchmarks/restore_depth.py --ckpt "$run_dir" --out "$out/restore_depth"
 echo >>"$report"
 for backend in cuda triton; do
   [ -d "$out/kernels-$backend" ] && cat "$out/kernels-$backend"/*.md >>"$report"
 done
 [ -d "$out/train_speed" ] && cat "$out/train_speed"/*.md >>"$report"
+[ -d "$out/restore_depth" ] && cat "$out/restore_depth"/*.md >>"$report"
 echo "report: $report"
 exit $status

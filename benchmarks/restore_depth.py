@@ -10,6 +10,7 @@
    at that t.
 
     python benchmarks/restore_depth.py --ckpt runs/demo [--n 256] [--times 0.1,0.2,0.3,0.4,0.5,0.7] [--nfe 50]
+        [--device cuda]
 
 Writes ``OUT/restore_depth.md``, ``.json`` and ``.png`` (OUT: ``--out`` or benchmarks/results/restore_depth-<date>).
 The images are the shapes generator's past the training set (indices 100000 on), so the model never saw them.
@@ -49,8 +50,8 @@ def soft_error(denoiser, process, clean: torch.Tensor, x_t: torch.Tensor, t: tor
 def measure(denoiser, linear, process, clean: torch.Tensor, t_value: float, *, nfe: int, sampler: str) -> dict:
     """Both ratios at one t for held-out images ``clean`` ``[N, C, H, W]``; also returns the network's restorations."""
     count = clean.shape[0]
-    t = torch.full((count,), t_value)
-    x_t = process.corrupt(clean, t, seed=torch.arange(count))
+    t = torch.full((count,), t_value, device=clean.device)
+    x_t = process.corrupt(clean, t, seed=torch.arange(count, device=clean.device))
     steps = max(1, round(nfe * t_value))
     options = dict(steps=steps, sampler=sampler, seeds=range(count), x_start=x_t, t_start=t_value)
     restored = {
@@ -79,12 +80,14 @@ def main(argv=None) -> None:
     parser.add_argument("--times", type=parse_times, default=parse_times("0.1,0.2,0.3,0.4,0.5,0.7"), help="t values")
     parser.add_argument("--nfe", type=int, default=50, help="network evaluations of a restoration from t = 1")
     parser.add_argument("--sampler", default="momentum", choices=sd.samplers.SAMPLERS)
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
     parser.add_argument("--out", type=Path, default=None, help="results folder")
     args = parser.parse_args(argv)
     if args.n < 1 or args.nfe < 1 or not 1 <= args.show <= args.n:
         raise SystemExit("restore_depth: need --n >= 1, --nfe >= 1 and 1 <= --show <= --n")
 
-    denoiser, process, config = load_model(args.ckpt, weights="ema", device=torch.device("cpu"))
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    denoiser, process, config = load_model(args.ckpt, weights="ema", device=device)
     if not config.data.startswith("shapes"):
         raise SystemExit(f"restore_depth: the model was trained on {config.data!r}; this measures shapes models only")
     size = config.resolution
@@ -92,13 +95,13 @@ def main(argv=None) -> None:
     if moment is None:  # not a Wiener-preconditioned model: the data spectrum of its training set
         moment = data_second_moment(process.operator, load_images(config.data, size=size))
     linear = Denoiser(lambda x, label: torch.zeros_like(x), process, precond="wiener", second_moment=moment)
-    clean = make_shapes(args.n, size=size, start=HELD_OUT_START)
+    clean = make_shapes(args.n, size=size, start=HELD_OUT_START).to(device)
 
-    rows, records = [clean[: args.show]], []
+    rows, records = [clean[: args.show].cpu()], []
     with torch.no_grad():
         for t_value in args.times:
             record = measure(denoiser, linear, process, clean, t_value, nfe=args.nfe, sampler=args.sampler)
-            rows.append(record.pop("restored")[: args.show])
+            rows.append(record.pop("restored")[: args.show].cpu())
             records.append(record)
             print(f"t={t_value:<5} denoiser {record['denoiser_ratio']:.3f}  restore {record['restore_ratio']:.3f}",
                   flush=True)  # fmt: skip
@@ -106,9 +109,9 @@ def main(argv=None) -> None:
     out, stamp = paper_claims.results_folder(args, "restore_depth")
     grid = torch.cat(rows).clamp(-1, 1)
     save_image_grid(grid, out / "restore_depth.png", columns=args.show, scale=max(1, 64 // size))
-    meta = {"date": stamp, "ckpt": str(args.ckpt), "torch": torch.__version__, "n": args.n, "nfe": args.nfe,
-            "sampler": args.sampler, "config": {k: getattr(config, k) for k in ("data", "resolution", "net", "steps",
-            "precond", "weighting", "t_power", "sigma_max")}}  # fmt: skip
+    trained = ("data", "resolution", "net", "steps", "precond", "weighting", "t_power", "sigma_max")
+    meta = {"date": stamp, "ckpt": str(args.ckpt), "device": str(device), "torch": torch.__version__, "n": args.n,
+            "nfe": args.nfe, "sampler": args.sampler, "config": {k: getattr(config, k) for k in trained}}  # fmt: skip
     (out / "restore_depth.json").write_text(json.dumps({"meta": meta, "records": records}, indent=1))
     lines = [f"# Restore depth ({stamp} UTC)", "",
              f"`python benchmarks/restore_depth.py --ckpt {args.ckpt} --n {args.n} --nfe {args.nfe}`; model: "
