@@ -28,6 +28,7 @@ import softdiff as sd
 from softdiff.data import make_shapes
 from softdiff.denoiser import Denoiser, data_second_moment
 from softdiff.networks import build_unet
+from softdiff.oracle import GaussianDenoiser
 from softdiff.schedules import default_blur_max
 
 EVAL_TIMES = (0.02, 0.1, 0.2, 0.3, 0.5, 0.7)
@@ -58,7 +59,7 @@ def run_recipe(precond: str, weighting: str, times: str, *, steps: int, size: in
     moment = data_second_moment(process.operator, data)
     net = build_unet("tiny", resolution=size, image_channels=3)
     denoiser = Denoiser(net, process, precond=precond, second_moment=moment if precond == "wiener" else None)
-    linear = Denoiser(lambda x, label: torch.zeros_like(x), process, precond="wiener", second_moment=moment)
+    linear = GaussianDenoiser(moment, process)  # the Wiener filter: posterior mean of N(0, diag(s_f)) in the DCT basis
     optimizer = torch.optim.Adam(net.parameters(), lr=2e-3)
     generator = torch.Generator().manual_seed(1)
     start = time.perf_counter()

@@ -28,9 +28,10 @@ import torch
 
 import softdiff as sd
 from softdiff.data import load_images, make_shapes
-from softdiff.denoiser import Denoiser, data_second_moment
+from softdiff.denoiser import data_second_moment
 from softdiff.images import save_image_grid
 from softdiff.loading import load_model
+from softdiff.oracle import GaussianDenoiser
 
 HELD_OUT_START = 100_000
 
@@ -47,8 +48,11 @@ def soft_error(denoiser, process, clean: torch.Tensor, x_t: torch.Tensor, t: tor
     return float(process.apply(denoiser(x_t, t) - clean, t).square().mean())
 
 
-def measure(denoiser, linear, process, clean: torch.Tensor, t_value: float, *, nfe: int, sampler: str) -> dict:
-    """Both ratios at one t for held-out images ``clean`` ``[N, C, H, W]``; also returns the network's restorations."""
+def measure(
+    denoiser, linear, process, clean: torch.Tensor, t_value: float, *, nfe: int, sampler: str
+) -> tuple[dict, torch.Tensor]:
+    """Both ratios at one t for held-out images ``clean`` ``[N, C, H, W]``: (the record, the network's restorations
+    ``[N, C, H, W]``)."""
     count = clean.shape[0]
     t = torch.full((count,), t_value, device=clean.device)
     x_t = process.corrupt(clean, t, seed=torch.arange(count, device=clean.device))
@@ -59,7 +63,7 @@ def measure(denoiser, linear, process, clean: torch.Tensor, t_value: float, *, n
         for name, model in (("network", denoiser), ("linear", linear))
     }
     restore_mse = {name: float((images.clamp(-1, 1) - clean).square().mean()) for name, images in restored.items()}
-    return {
+    record = {
         "t": t_value,
         "steps": steps,
         "sigma": float(process.sigma(t[:1])),
@@ -68,8 +72,8 @@ def measure(denoiser, linear, process, clean: torch.Tensor, t_value: float, *, n
         "restore_mse_network": restore_mse["network"],
         "restore_mse_linear": restore_mse["linear"],
         "restore_ratio": restore_mse["network"] / restore_mse["linear"],
-        "restored": restored["network"],
     }
+    return record, restored["network"]
 
 
 def main(argv=None) -> None:
@@ -94,14 +98,14 @@ def main(argv=None) -> None:
     moment = denoiser.second_moment
     if moment is None:  # not a Wiener-preconditioned model: the data spectrum of its training set
         moment = data_second_moment(process.operator, load_images(config.data, size=size))
-    linear = Denoiser(lambda x, label: torch.zeros_like(x), process, precond="wiener", second_moment=moment)
+    linear = GaussianDenoiser(moment, process)  # the Wiener filter: posterior mean of N(0, diag(s_f)) in the DCT basis
     clean = make_shapes(args.n, size=size, start=HELD_OUT_START).to(device)
 
     rows, records = [clean[: args.show].cpu()], []
     with torch.no_grad():
         for t_value in args.times:
-            record = measure(denoiser, linear, process, clean, t_value, nfe=args.nfe, sampler=args.sampler)
-            rows.append(record.pop("restored")[: args.show].cpu())
+            record, restored = measure(denoiser, linear, process, clean, t_value, nfe=args.nfe, sampler=args.sampler)
+            rows.append(restored[: args.show].cpu())
             records.append(record)
             print(f"t={t_value:<5} denoiser {record['denoiser_ratio']:.3f}  restore {record['restore_ratio']:.3f}",
                   flush=True)  # fmt: skip
