@@ -35,6 +35,7 @@ import softdiff_kernels as sk
 from softdiff.data import make_shapes
 from softdiff.denoiser import Denoiser
 from softdiff.losses import soft_score_matching_loss
+from softdiff.networks import AutocastNetwork
 from softdiff.train import TrainConfig, build_network, build_process, ema_decay, update_ema
 
 
@@ -65,7 +66,7 @@ def measure(size, args, device, *, backend, amp, channels_last, compile_net):
         net = net.to(memory_format=torch.channels_last)
     ema = build_network(config, 3).to(device).requires_grad_(False)
     model = torch.compile(net) if compile_net else net
-    denoiser = Denoiser(model, process)
+    denoiser = Denoiser(AutocastNetwork(model, torch.bfloat16) if amp == "bf16" else model, process)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
     autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=amp == "bf16")
     generator = torch.Generator().manual_seed(0)
@@ -101,8 +102,7 @@ def measure(size, args, device, *, backend, amp, channels_last, compile_net):
 
     def full_step():
         data()
-        with torch.autocast(**autocast):
-            value = soft_score_matching_loss(denoiser, state["x0"], process, t=state["t"])
+        value = soft_score_matching_loss(denoiser, state["x0"], process, t=state["t"])
         optimizer.zero_grad(set_to_none=True)
         value.backward()
         optimize()

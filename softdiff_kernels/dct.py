@@ -34,14 +34,17 @@ def dct_matrix(n: int, *, dtype: torch.dtype = torch.float32, device: torch.devi
 
 
 def dct2(x: torch.Tensor) -> torch.Tensor:
-    """2-D orthonormal DCT-II over the last two axes: ``[..., H, W] -> [..., H, W]``."""
+    """2-D orthonormal DCT-II over the last two axes: ``[..., H, W] -> [..., H, W]``, in the dtype of ``x`` (also
+    inside ``torch.autocast``, which would otherwise round the matmuls to bfloat16/float16)."""
     m_h = dct_matrix(x.shape[-2], dtype=x.dtype, device=x.device)
     m_w = dct_matrix(x.shape[-1], dtype=x.dtype, device=x.device)
-    return m_h @ x @ m_w.T
+    with torch.autocast(x.device.type, enabled=False):
+        return m_h @ x @ m_w.T
 
 
 def idct2(z: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`dct2` (its transpose): ``[..., H, W] -> [..., H, W]``."""
+    """Inverse of :func:`dct2` (its transpose): ``[..., H, W] -> [..., H, W]``, in the dtype of ``z``."""
     m_h = dct_matrix(z.shape[-2], dtype=z.dtype, device=z.device)
     m_w = dct_matrix(z.shape[-1], dtype=z.dtype, device=z.device)
-    return m_h.T @ z @ m_w
+    with torch.autocast(z.device.type, enabled=False):
+        return m_h.T @ z @ m_w

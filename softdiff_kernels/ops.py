@@ -6,6 +6,9 @@ Every hot path of softdiff is one call of :func:`dct_filter` (operators diagonal
 :func:`pixel_filter` (operators diagonal in the pixel basis); see :mod:`.reference` for the equations. Each op
 runs the backend :func:`softdiff_kernels.backend` names for its device (compiled CUDA → Triton → reference).
 
+The ops compute in float32 (float64 for float64 input) also inside ``torch.autocast``: an enclosing autocast
+region would otherwise run the reference backend's matmuls in bfloat16/float16 (errors of the order of σ_min).
+
 Gradients flow to ``a``, ``a2`` and ``c`` (the filter is symmetric in the pixel domain, so the adjoint of
 y = C(a − a2) is C itself); filters, α, β and the noise are treated as constants.
 """
@@ -173,11 +176,16 @@ def _dct_filter_op(
 ) -> Tensor:
     terms = dict(rows=rows, cols=cols, table=table, a2=a2, alpha=alpha, c=c, beta=beta, noise=noise, seeds=seeds,
                  stream=stream)  # fmt: skip
+    with torch.autocast(a.device.type, enabled=False):
+        return _dct_filter_dispatch(a, **terms)
+
+
+def _dct_filter_dispatch(a: Tensor, **terms) -> Tensor:
     name = backend(a.device)
     if name in ("cuda", "triton"):
         if max(a.shape[-2:]) <= MAX_FUSED_SIZE:
             if name == "cuda":
-                return torch.ops.softdiff_C.dct_filter(a, rows, cols, table, a2, alpha, c, beta, noise, seeds, stream)
+                return torch.ops.softdiff_C.dct_filter(a, *terms.values())  # terms are in schema order
             from .triton_dct_filter import dct_filter_triton
 
             return dct_filter_triton(a, **terms)
@@ -203,9 +211,14 @@ def _pixel_filter_op(
     stream: int,
 ) -> Tensor:
     terms = dict(table=table, a2=a2, alpha=alpha, c=c, beta=beta, noise=noise, seeds=seeds, stream=stream)
+    with torch.autocast(a.device.type, enabled=False):
+        return _pixel_filter_dispatch(a, **terms)
+
+
+def _pixel_filter_dispatch(a: Tensor, **terms) -> Tensor:
     name = backend(a.device)
     if name == "cuda":
-        return torch.ops.softdiff_C.pixel_filter(a, table, a2, alpha, c, beta, noise, seeds, stream)
+        return torch.ops.softdiff_C.pixel_filter(a, *terms.values())  # terms are in schema order
     if name == "triton":
         from .triton_pixel_filter import pixel_filter_triton
 

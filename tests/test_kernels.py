@@ -93,6 +93,24 @@ def test_pixel_filter_matches_float64_reference(backend, shape, affine, noise_ki
     assert_matches(out, float64_reference(pixel_filter_reference, terms), torch.float32)
 
 
+@pytest.mark.parametrize("autocast_dtype", [torch.bfloat16, torch.float16])
+def test_ops_stay_float32_inside_autocast(backend, autocast_dtype, generator):
+    """An enclosing torch.autocast (as around a network under AMP) must not round the ops' matmuls: float32 in,
+    float32 accuracy out, on every backend, and dct2/idct2 likewise."""
+    terms = random_terms((3, 3, 24, 20), torch.float32, generator, filter_kind="separable2", affine=True,
+                         noise_kind="seeds")  # fmt: skip
+    pixel_terms = random_terms((3, 3, 24, 20), torch.float32, generator, filter_kind="table", affine=True,
+                               noise_kind="tensor")  # fmt: skip
+    x = torch.randn(3, 3, 24, 20, generator=generator).to(DEVICE)
+    with torch.autocast(torch.device(DEVICE).type, dtype=autocast_dtype):
+        outs = (sk.dct_filter(**terms), sk.pixel_filter(**pixel_terms), sk.dct2(x), sk.idct2(x))
+    assert all(out.dtype == torch.float32 for out in outs)
+    assert_matches(outs[0], float64_reference(dct_filter_reference, terms), torch.float32)
+    assert_matches(outs[1], float64_reference(pixel_filter_reference, pixel_terms), torch.float32)
+    assert_matches(outs[2], sk.dct2(x.double().cpu()), torch.float32)
+    assert_matches(outs[3], sk.idct2(x.double().cpu()), torch.float32)
+
+
 def test_strided_inputs(backend, generator):
     """Non-contiguous a, a2, c, noise and filters are read through their strides."""
     base = torch.randn(4, 10, 9, 3, generator=generator).to(DEVICE)

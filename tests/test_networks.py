@@ -3,7 +3,15 @@
 import pytest
 import torch
 
-from softdiff.networks import NETWORK_SIZES, SelfAttention, UNet, UNetConfig, build_unet, count_parameters
+from softdiff.networks import (
+    NETWORK_SIZES,
+    AutocastNetwork,
+    SelfAttention,
+    UNet,
+    UNetConfig,
+    build_unet,
+    count_parameters,
+)
 
 
 @pytest.mark.parametrize(("size", "resolution", "channels"), [("tiny", 16, 3), ("tiny", 32, 1), ("small", 32, 3)])
@@ -46,3 +54,42 @@ def test_unet_rejects_sides_it_cannot_halve():
 
 def test_unet_default_config_builds():
     assert isinstance(UNet(UNetConfig(channels=16, channel_multipliers=(1, 2), blocks_per_level=1)), UNet)
+
+
+def test_autocast_network_runs_the_net_in_reduced_precision_and_returns_float32(generator):
+    net = build_unet("tiny", resolution=16)
+    for module in net.modules():  # undo the zero initialisations so that the output depends on the precision
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.normal_(module.weight, std=0.05)
+    x, label = torch.randn(2, 3, 16, 16, generator=generator), torch.tensor([3.0, 700.0])
+    wrapped = AutocastNetwork(net, torch.bfloat16)
+    out = wrapped(x, label)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = net(x, label).float()
+    assert out.dtype == torch.float32 and torch.equal(out, expected)
+    full = net(x, label)
+    assert 0 < (out - full).abs().max() < 0.05 * full.abs().max()  # rounded, not another function
+    with pytest.raises(ValueError, match="autocast dtype must be"):
+        AutocastNetwork(net, torch.float32)
+
+
+def test_wiener_denoiser_around_an_autocast_network_preconditions_in_float32(generator):
+    """Under --amp only the network is rounded: D = Bᵀ(c_skip B x_t + c_out B F) is float32-exact given F's output."""
+    import softdiff as sd
+    from softdiff.denoiser import noise_label
+    from softdiff_kernels import dct2, idct2
+
+    proc = sd.SoftDiffusionProcess(sd.DCTBlur(), noise=sd.GeometricNoise(0.02, 5.0), levels=sd.LevelSchedule.sin2(5.0))
+    net = build_unet("tiny", resolution=16)
+    torch.nn.init.normal_(net.output[-1].weight, std=0.1)
+    wrapped = AutocastNetwork(net, torch.bfloat16)
+    moment = 0.05 + torch.rand(3, 16, 16, generator=generator, dtype=torch.float64)
+    denoiser = sd.Denoiser(wrapped, proc, precond="wiener", second_moment=moment)
+    x_t, t = torch.randn(3, 3, 16, 16, generator=generator), torch.tensor([0.01, 0.4, 0.9])
+    with torch.no_grad():
+        out = denoiser(x_t, t)
+        c_skip, c_out, c_in = denoiser.wiener_scalings(t.double(), 16, 16)
+        f = wrapped(c_in.float().view(-1, 1, 1, 1) * x_t, noise_label(t))
+    expected = idct2(c_skip * dct2(x_t.double()) + c_out * dct2(f.double()))
+    assert out.dtype == torch.float32
+    assert (out.double() - expected).abs().max() < 2e-5 * (1 + expected.abs().max())

@@ -188,6 +188,26 @@ class UNet(nn.Module):
         return self.output(h)
 
 
+class AutocastNetwork(nn.Module):
+    """Mixed precision for the network alone: runs ``net(x, c_noise)`` under ``torch.autocast(dtype)`` (convolutions,
+    attention and linear layers in bfloat16/float16) and returns float32 ``[B, C, H, W]``.
+
+    Wrap the network, not the loss: preconditioning, the corruption, the sampler steps and the soft loss then stay
+    in float32, where a bfloat16 DCT would make errors as large as σ_min.
+    """
+
+    def __init__(self, net: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        if dtype not in (torch.bfloat16, torch.float16):
+            raise ValueError(f"autocast dtype must be torch.bfloat16 or torch.float16; got {dtype}")
+        self.net, self.dtype = net, dtype
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=self.dtype):
+            out = self.net(x, c_noise)
+        return out.float()
+
+
 def build_unet(size: str, *, resolution: int, image_channels: int = 3) -> UNet:
     """A U-Net of a named size (``paper``, ``small``, ``tiny``) for square images of side ``resolution``."""
     if size not in NETWORK_SIZES:

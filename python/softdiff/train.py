@@ -39,7 +39,7 @@ from .data import load_images, to_model_range
 from .denoiser import Denoiser, data_second_moment
 from .images import save_image_grid
 from .losses import LOSSES, WEIGHTINGS, soft_score_matching_loss, stratified_times
-from .networks import NETWORK_SIZES, build_unet, count_parameters
+from .networks import NETWORK_SIZES, AutocastNetwork, build_unet, count_parameters
 from .operators import DCTBlur, Identity
 from .process import SoftDiffusionProcess
 from .samplers import SAMPLERS, sample
@@ -128,7 +128,8 @@ HELP = {
     "grad_clip": "gradient-norm clip (0: off)", "ema": "EMA decay per step (warmed up: min(ema, (1+s)/(10+s)))",
     "flips": "random horizontal flips",
     "dropout": "override the network's dropout probability", "seed": "seed of every random choice of the run",
-    "amp": "mixed precision: off, bf16, fp16", "compile": "torch.compile the network",
+    "amp": "mixed precision of the network alone (preconditioning, corruption, loss stay float32): off, bf16, fp16",
+    "compile": "torch.compile the network",
     "channels_last": "channels-last memory format", "device": "cpu, cuda, cuda:1 ... (default: cuda if present)",
     "nfe": "network evaluations per sample grid", "sampler": f"sampler for grids: {', '.join(SAMPLERS)}",
     "sample_count": "images per sample grid", "log_every": "steps between log lines",
@@ -367,6 +368,9 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
                                                           else None)  # fmt: skip
     if config.compile:
         model = torch.compile(model)
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
+    if autocast_dtype is not None:  # the network alone: preconditioning, corruption and loss stay in float32
+        model = AutocastNetwork(model, autocast_dtype)
     denoiser = Denoiser(model, process, precond=config.precond, second_moment=second_moment)
     if ddp.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -375,7 +379,6 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
               f"steps {start_step}->{config.steps}, out {out}", flush=True)  # fmt: skip
 
     local = config.batch // ddp.world
-    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
     log_file = open(out / "log.jsonl", "a") if ddp.is_main else None  # closed in the finally below
     progress = None
     if ddp.is_main:
@@ -405,16 +408,15 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
             lr = learning_rate(config, step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                loss = soft_score_matching_loss(
-                    denoiser,
-                    x0,
-                    process,
-                    weighting=config.weighting,
-                    loss=config.loss,
-                    t=t_global[mine].to(device),
-                    seeds=seeds_global[mine].to(device),
-                )
+            loss = soft_score_matching_loss(
+                denoiser,
+                x0,
+                process,
+                weighting=config.weighting,
+                loss=config.loss,
+                t=t_global[mine].to(device),
+                seeds=seeds_global[mine].to(device),
+            )
             loss_value = loss.item()
             if not math.isfinite(loss_value):
                 raise NonFiniteLoss(f"the loss is {loss_value} at step {step}; stopping before anything is saved "
