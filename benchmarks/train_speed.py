@@ -15,7 +15,7 @@ and reports the share of the step spent outside the network and the optimizer (d
 Target on a GPU: ≤ 5% for the paper network. Writes markdown and JSON under ``--out``.
 
     python benchmarks/train_speed.py --sizes tiny small --batch 32 --repeats 5          # CPU
-    python benchmarks/train_speed.py --amp bf16 --channels-last --compile                # a GPU
+    python benchmarks/train_speed.py --amp --channels-last --compile                     # a GPU (--amp: bf16)
 """
 
 from __future__ import annotations

@@ -183,13 +183,33 @@ def test_train_rejects_bad_options(tmp_path):
     assert clash.returncode != 0 and "use another --out" in clash.stderr
 
 
-def test_bf16_autocast_and_channels_last_run(tmp_path):
+def test_bf16_autocast_and_channels_last_run_and_resume_exactly(tmp_path):
     out = tmp_path / "amp"
-    run("softdiff.train", *SMOKE, "--out", str(out), "--steps", "3", "--amp", "bf16", "--channels-last",
-        "--device", "cpu")  # fmt: skip
+    options = ["--amp", "bf16", "--channels-last", "--device", "cpu"]
+    result = run("softdiff.train", *SMOKE, "--out", str(out), "--steps", "3", *options)
+    assert "bfloat16" in result.stdout
     state = final_weights(out)
     assert state["config"]["amp"] == "bf16" and state["config"]["channels_last"] is True
     assert all(torch.isfinite(v).all() for v in state["model"].values())
+    resumed = tmp_path / "resumed"  # under bf16 autocast too, a resumed run is the uninterrupted one
+    run("softdiff.train", *SMOKE, "--out", str(resumed), "--steps", "2", "--ckpt-every", "1", *options)
+    run("softdiff.train", *SMOKE, "--out", str(resumed), "--steps", "3", *options)
+    assert_same_state(final_weights(resumed), state)
+
+
+def test_amp_auto_picks_bf16_only_where_it_is_native(monkeypatch):
+    cpu = torch.device("cpu")
+    assert train_module.PRESETS["demo"]["amp"] == "auto"
+    assert isinstance(train_module.native_bf16(cpu), bool) and not train_module.native_bf16(torch.device("meta"))
+    assert train_module.autocast_dtype("off", cpu) is None
+    assert train_module.autocast_dtype("bf16", cpu) == torch.bfloat16
+    assert train_module.autocast_dtype("fp16", cpu) == torch.float16
+    monkeypatch.setattr(train_module, "native_bf16", lambda device: True)
+    assert train_module.autocast_dtype("auto", cpu) == torch.bfloat16
+    monkeypatch.setattr(train_module, "native_bf16", lambda device: False)
+    assert train_module.autocast_dtype("auto", cpu) is None
+    with pytest.raises(SystemExit, match="--amp must be one of off, bf16, fp16, auto"):
+        train_module.check_config(train_module.TrainConfig(amp="fp32"))
 
 
 def test_fitted_prior_and_identity_operator_runs(tmp_path):
