@@ -127,8 +127,10 @@ class DCTGaussianPrior:
         self.check_matches(process)
         device = seeds.device
         eta = sk.seeded_normal(seeds, tuple(shape), PRIOR_STREAM).to(torch.float64)  # [B, C, H, W]
-        scale_tril = self.scale_tril.to(device)  # [H, W, C, C]
-        correlated = torch.einsum("hwij,bjhw->bihw", scale_tril, eta)
+        factors = self.scale_tril.to(device).permute(2, 3, 0, 1)  # L[i, j, h, w]
+        # (L η)_{b,i,h,w} = Σ_j L[i, j, h, w] η[b, j, h, w], summed over j in a fixed order: a batched matmul's
+        # blocking, and with it the rounding, changes with the batch size, and a sample must not depend on its batch.
+        correlated = sum(factors[:, j] * eta[:, j : j + 1] for j in range(eta.shape[1]))
         return sk.idct2(self.mean.to(device) + correlated).to(dtype)
 
     def state_dict(self) -> dict:
