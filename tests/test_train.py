@@ -199,7 +199,7 @@ def test_bf16_autocast_and_channels_last_run_and_resume_exactly(tmp_path):
 
 def test_amp_auto_picks_bf16_only_where_it_is_native(monkeypatch):
     cpu = torch.device("cpu")
-    assert train_module.PRESETS["demo"]["amp"] == "auto"
+    assert train_module.PRESETS["demo"].get("amp", "off") == "off"  # bf16 is opt-in (it diverged for the small net)
     assert isinstance(train_module.native_bf16(cpu), bool) and not train_module.native_bf16(torch.device("meta"))
     assert train_module.autocast_dtype("off", cpu) is None
     assert train_module.autocast_dtype("bf16", cpu) == torch.bfloat16
