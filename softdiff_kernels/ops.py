@@ -176,21 +176,18 @@ def _dct_filter_op(
 ) -> Tensor:
     terms = dict(rows=rows, cols=cols, table=table, a2=a2, alpha=alpha, c=c, beta=beta, noise=noise, seeds=seeds,
                  stream=stream)  # fmt: skip
-    with torch.autocast(a.device.type, enabled=False):
-        return _dct_filter_dispatch(a, **terms)
-
-
-def _dct_filter_dispatch(a: Tensor, **terms) -> Tensor:
     name = backend(a.device)
-    if name in ("cuda", "triton"):
-        if max(a.shape[-2:]) <= MAX_FUSED_SIZE:
-            if name == "cuda":
-                return torch.ops.softdiff_C.dct_filter(a, *terms.values())  # terms are in schema order
-            from .triton_dct_filter import dct_filter_triton
+    with torch.autocast(a.device.type, enabled=False):  # float32 also inside an enclosing autocast region
+        if name in ("cuda", "triton"):
+            if max(a.shape[-2:]) <= MAX_FUSED_SIZE:
+                if name == "cuda":
+                    return torch.ops.softdiff_C.dct_filter(a, rows, cols, table, a2, alpha, c, beta, noise, seeds,
+                                                           stream)  # fmt: skip
+                from .triton_dct_filter import dct_filter_triton
 
-            return dct_filter_triton(a, **terms)
-        notice_fallback("dct_filter", f"planes larger than {MAX_FUSED_SIZE}x{MAX_FUSED_SIZE} have no fused kernel")
-    return dct_filter_reference(a, **terms).contiguous()
+                return dct_filter_triton(a, **terms)
+            notice_fallback("dct_filter", f"planes larger than {MAX_FUSED_SIZE}x{MAX_FUSED_SIZE} have no fused kernel")
+        return dct_filter_reference(a, **terms).contiguous()
 
 
 @_dct_filter_op.register_fake
@@ -211,19 +208,15 @@ def _pixel_filter_op(
     stream: int,
 ) -> Tensor:
     terms = dict(table=table, a2=a2, alpha=alpha, c=c, beta=beta, noise=noise, seeds=seeds, stream=stream)
-    with torch.autocast(a.device.type, enabled=False):
-        return _pixel_filter_dispatch(a, **terms)
-
-
-def _pixel_filter_dispatch(a: Tensor, **terms) -> Tensor:
     name = backend(a.device)
-    if name == "cuda":
-        return torch.ops.softdiff_C.pixel_filter(a, *terms.values())  # terms are in schema order
-    if name == "triton":
-        from .triton_pixel_filter import pixel_filter_triton
+    with torch.autocast(a.device.type, enabled=False):  # float32 also inside an enclosing autocast region
+        if name == "cuda":
+            return torch.ops.softdiff_C.pixel_filter(a, table, a2, alpha, c, beta, noise, seeds, stream)
+        if name == "triton":
+            from .triton_pixel_filter import pixel_filter_triton
 
-        return pixel_filter_triton(a, **terms)
-    return pixel_filter_reference(a, **terms).contiguous()
+            return pixel_filter_triton(a, **terms)
+        return pixel_filter_reference(a, **terms).contiguous()
 
 
 @_pixel_filter_op.register_fake

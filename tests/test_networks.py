@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+import softdiff as sd
+from softdiff.denoiser import noise_label
 from softdiff.networks import (
     NETWORK_SIZES,
     AutocastNetwork,
@@ -12,6 +14,7 @@ from softdiff.networks import (
     build_unet,
     count_parameters,
 )
+from softdiff_kernels import dct2, idct2
 
 
 @pytest.mark.parametrize(("size", "resolution", "channels"), [("tiny", 16, 3), ("tiny", 32, 1), ("small", 32, 3)])
@@ -75,10 +78,6 @@ def test_autocast_network_runs_the_net_in_reduced_precision_and_returns_float32(
 
 def test_wiener_denoiser_around_an_autocast_network_preconditions_in_float32(generator):
     """Under --amp only the network is rounded: D = Bᵀ(c_skip B x_t + c_out B F) is float32-exact given F's output."""
-    import softdiff as sd
-    from softdiff.denoiser import noise_label
-    from softdiff_kernels import dct2, idct2
-
     proc = sd.SoftDiffusionProcess(sd.DCTBlur(), noise=sd.GeometricNoise(0.02, 5.0), levels=sd.LevelSchedule.sin2(5.0))
     net = build_unet("tiny", resolution=16)
     torch.nn.init.normal_(net.output[-1].weight, std=0.1)
