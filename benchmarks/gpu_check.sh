@@ -1,59 +1,141 @@
 #!/usr/bin/env bash
-# One command for a machine with a CUDA GPU, PyTorch, Triton, pytest and nvcc but no network:
-#   bash benchmarks/gpu_check.sh OUTDIR
-# installs softdiff without build isolation or dependency resolution, builds csrc/, runs the test suite
-# (GPU tests included), the kernel benchmark for each backend, the training-step and NFE benchmarks, the demo and
-# the demo preset with the small net measured by restore_depth.py,
-# and writes a report into OUTDIR.
+# The GPU checks, for a machine with a CUDA GPU, PyTorch, Triton, pytest and nvcc but no network, sized for short
+# leases: each call runs within a time budget and leaves at most four files in OUTDIR.
+#
+#   bash benchmarks/gpu_check.sh OUTDIR [STAGE ...]        (default stages: core speed)
+#
+# Stages, in the order given:
+#   core   install (builds csrc/), the backends found, the GPU tests (kernels, CUDA extension, operators on CUDA),
+#          the kernel benchmark for the cuda and triton backends                       (about 4-5 minutes)
+#   speed  benchmarks/train_speed.py: tiny, small and paper nets, batch 128, fused vs reference, bf16,
+#          channels-last, and all three with torch.compile                               (about 3-5 minutes)
+#   train  the demo preset with the small net at batch 128 (does a GPU's budget give recognisable shapes?),
+#          restore_depth.py and nfe_speed.py on that run                                 (about 4-6 minutes)
+#   tests  the whole test suite (pytest-xdist when present)
+# A stage installs softdiff first when it is not importable (a fresh machine), so stages can run in separate calls.
+# With 15 minutes of device time (a minute or two of it the machine's start): `core speed` in one call with
+# GPU_CHECK_BUDGET_S=500, then `train` in the next with what is left, less a minute.
+#
+# Budget: GPU_CHECK_BUDGET_S seconds for the whole call (default 480). Every step runs under `timeout` with its own
+# cap, cut to what is left; a step with under 30 s left is skipped and reported as such. The report is always written.
+#
+# OUTDIR receives:
+#   report.md          machine, versions, each step's exit status and time, then every result table
+#   results.tar.gz     every step's log and result folder (kernels, train_speed, restore_depth, nfe_speed, the
+#                      training log); unpack with tar xzf into benchmarks/results/<name>
+#   small-samples.png  the last sample grid of the train stage's run
+#   restore-depth.png  restore_depth.py's picture of that run
+# The train stage's checkpoints stay in GPU_CHECK_RUN_DIR (default /tmp/softdiff-gpu-small): calling the stage again
+# on the same machine resumes that run (GPU_CHECK_TRAIN_ARGS, e.g. "--steps 12000", is appended to its flags).
+#
+# GPU_CHECK_ALLOW_CPU=1 runs without a GPU: it tests this script's plumbing, not the GPU.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out="${1:?usage: bash benchmarks/gpu_check.sh OUTDIR}"
-python -c "import torch; assert torch.cuda.is_available()" 2>/dev/null || { echo "gpu_check.sh: no CUDA GPU visible to torch" >&2; exit 2; }
+out="${1:?usage: bash benchmarks/gpu_check.sh OUTDIR [core] [speed] [train] [tests]}"
+shift
+stages=("$@")
+[ ${#stages[@]} -gt 0 ] || stages=(core speed)
+for stage in "${stages[@]}"; do
+  case $stage in core | speed | train | tests) ;; *) echo "gpu_check.sh: unknown stage '$stage'" >&2 && exit 2 ;; esac
+done
+py="${PYTHON:-$(command -v python3 || command -v python)}"
+if [ "${GPU_CHECK_ALLOW_CPU:-0}" != 1 ] && ! "$py" -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+  echo "gpu_check.sh: no CUDA GPU visible to torch (GPU_CHECK_ALLOW_CPU=1 tests the script without one)" >&2
+  exit 2
+fi
+deadline=$((SECONDS + ${GPU_CHECK_BUDGET_S:-480}))
+run_dir="${GPU_CHECK_RUN_DIR:-/tmp/softdiff-gpu-small}"
+work=$(mktemp -d)
 mkdir -p "$out"
 report="$out/report.md"
 status=0
-step() {  # step NAME COMMAND...: run, log to OUTDIR/NAME.log, record the exit code
-  local name=$1
-  shift
+
+step() { # step NAME CAP_SECONDS COMMAND...: run under the budget, log to work/NAME.log, record the exit status
+  local name=$1 cap=$2
+  shift 2
+  local left=$((deadline - SECONDS))
+  if [ $left -lt 30 ]; then
+    printf -- '- %s: skipped, %d s of the budget left\n' "$name" "$left" | tee -a "$report"
+    status=1
+    return 1
+  fi
+  [ "$cap" -le $((left - 5)) ] || cap=$((left - 5))
   local start=$SECONDS
-  "$@" >"$out/$name.log" 2>&1
+  timeout --kill-after=10 "$cap" "$@" >"$work/$name.log" 2>&1
   local code=$?
+  local verdict="exit $code"
+  [ $code -ne 124 ] || verdict="stopped at its ${cap} s cap"
   [ $code -eq 0 ] || status=1
-  printf -- '- %s: exit %d, %ds (log: %s.log)\n' "$name" "$code" $((SECONDS - start)) "$name" | tee -a "$report"
-  tail -n 5 "$out/$name.log"
+  printf -- '- %s: %s, %d s\n' "$name" "$verdict" $((SECONDS - start)) | tee -a "$report"
+  tail -n 3 "$work/$name.log"
+  return $code
 }
+
+ensure_installed() { # a fresh machine: install (and build csrc/) once
+  if ! "$py" -c "import softdiff, softdiff_kernels" 2>/dev/null; then
+    step install 240 env SOFTDIFF_CUDA_BUILD=1 "$py" -m pip install --no-build-isolation --no-deps -e .
+  fi
+}
+
 {
-  echo "# softdiff GPU check, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "# softdiff GPU check, $(date -u +%Y-%m-%dT%H:%M:%SZ), stages: ${stages[*]}"
   echo
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | sed 's/^/GPU: /'
-  python -c "import torch, triton; print(f'torch {torch.__version__}, CUDA {torch.version.cuda}, triton {triton.__version__}')"
-  nvcc --version | tail -n 2 | head -n 1
+  "$py" -c "import sys, torch, triton; print(f'python {sys.version.split()[0]}, torch {torch.__version__}, CUDA {torch.version.cuda}, triton {triton.__version__}')"
+  nvcc --version 2>/dev/null | tail -n 2 | head -n 1
+  echo "git: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
   echo
 } >"$report"
-arch=$(python -c "import torch; major, minor = torch.cuda.get_device_capability(); print(f'{major}.{minor}')")
-export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-$arch}"
-export MAX_JOBS="${MAX_JOBS:-8}"
-step install env SOFTDIFF_CUDA_BUILD=1 python -m pip install --no-build-isolation --no-deps -e .
-step backends python -m softdiff_kernels
-step tests python -m pytest -q -x
-for backend in cuda triton; do
-  step "kernels-$backend" env SOFTDIFF_BACKEND=$backend python benchmarks/kernels.py --out "$out/kernels-$backend"
+if "$py" -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+  arch=$("$py" -c "import torch; major, minor = torch.cuda.get_device_capability(); print(f'{major}.{minor}')")
+  export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-$arch}"
+fi
+export MAX_JOBS="${MAX_JOBS:-8}" PYTHONUNBUFFERED=1
+
+for stage in "${stages[@]}"; do
+  echo "## stage $stage" >>"$report"
+  case $stage in
+  core)
+    step install 240 env SOFTDIFF_CUDA_BUILD=1 "$py" -m pip install --no-build-isolation --no-deps -e .
+    step backends 60 "$py" -m softdiff_kernels
+    step gpu-tests 180 "$py" -m pytest -q -x -p no:cacheprovider tests/test_kernels.py tests/test_cuda_extension.py \
+      tests/test_operators.py
+    for backend in cuda triton; do
+      step "kernels-$backend" 120 env SOFTDIFF_BACKEND=$backend "$py" benchmarks/kernels.py --out "$work/kernels-$backend"
+    done
+    ;;
+  speed)
+    ensure_installed
+    step train-speed 300 "$py" benchmarks/train_speed.py --sizes tiny small paper --batch 128 --amp --channels-last \
+      --combined --out "$work/train_speed"
+    ;;
+  train)
+    ensure_installed
+    step train-small 300 "$py" -m softdiff.train --out "$run_dir" --net small --batch 128 --steps 6000 \
+      --sample-every 2000 --ckpt-every 500 ${GPU_CHECK_TRAIN_ARGS:-}
+    mkdir -p "$work/train-small"
+    cp "$run_dir/log.jsonl" "$work/train-small/" 2>/dev/null
+    last_grid=$(ls "$run_dir"/samples/*.png 2>/dev/null | tail -n 1)
+    [ -z "$last_grid" ] || cp "$last_grid" "$out/small-samples.png"
+    step restore-depth 120 "$py" benchmarks/restore_depth.py --ckpt "$run_dir" --n 128 --out "$work/restore_depth"
+    cp "$work"/restore_depth/*.png "$out/restore-depth.png" 2>/dev/null
+    step nfe-speed 150 "$py" benchmarks/nfe_speed.py --ckpt "$run_dir" --ckpt-samples 500 --out "$work/nfe_speed"
+    ;;
+  tests)
+    ensure_installed
+    parallel=()
+    ! "$py" -c "import xdist" 2>/dev/null || parallel=(-n 8)
+    step tests 600 "$py" -m pytest -q -x -p no:cacheprovider "${parallel[@]}"
+    ;;
+  esac
 done
-step train-speed python benchmarks/train_speed.py --sizes tiny small paper --batch 128 --amp --channels-last --compile \
-  --out "$out/train_speed"
-step nfe-speed python benchmarks/nfe_speed.py --out "$out/nfe_speed"
-step demo python -m softdiff.demo --out "$out/demo"
-# Does capacity fix the demo's mid-t outlines (README "Training")? The demo preset with the small net, then where
-# along t it stops knowing the data. The run (checkpoints of ~100 MB) stays outside OUTDIR; its last grid is copied.
-run_dir="${TMPDIR:-/tmp}/softdiff-demo-small"
-step demo-small python -m softdiff.train --out "$run_dir" --net small --steps 4000 --sample-every 4000 --ckpt-every 1000
-cp "$run_dir/samples/step-00004000.png" "$out/demo-small-samples.png" 2>/dev/null
-step restore-depth python benchmarks/restore_depth.py --ckpt "$run_dir" --out "$out/restore_depth"
+
 echo >>"$report"
-for backend in cuda triton; do
-  [ -d "$out/kernels-$backend" ] && cat "$out/kernels-$backend"/*.md >>"$report"
+for table in "$work"/kernels-*/*.md "$work"/train_speed/*.md "$work"/restore_depth/*.md "$work"/nfe_speed/*.md; do
+  [ -f "$table" ] && { cat "$table" && echo; } >>"$report"
 done
-[ -d "$out/train_speed" ] && cat "$out/train_speed"/*.md >>"$report"
-[ -d "$out/restore_depth" ] && cat "$out/restore_depth"/*.md >>"$report"
+tar czf "$out/results.tar.gz" -C "$work" .
+rm -rf "$work"
 echo "report: $report"
+cat "$report"
 exit $status

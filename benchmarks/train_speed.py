@@ -1,8 +1,9 @@
 """Training-step speed: images per second of one optimizer step for each network size, and where the time goes.
 
 For every size (tiny, small, paper) and variant (the fused ops or the PyTorch reference; AMP bf16; channels-last;
-torch.compile where asked) it times a full training step of softdiff.train (batch build + flips, corruption,
-network forward, soft loss, backward, clip, Adam, EMA) and, separately, each phase:
+torch.compile; all three together, the configuration to train with on a GPU; each where asked) it times a full
+training step of softdiff.train (batch build + flips, corruption, network forward, soft loss, backward, clip, Adam,
+EMA) and, separately, each phase:
 
     data      indexing the in-memory uint8 set, flips, scaling to [-1, 1], copy to the device
     corrupt   x_t = C_t x_0 + σ_t η (fused op)
@@ -15,7 +16,7 @@ and reports the share of the step spent outside the network and the optimizer (d
 Target on a GPU: ≤ 5% for the paper network. Writes markdown and JSON under ``--out``.
 
     python benchmarks/train_speed.py --sizes tiny small --batch 32 --repeats 5          # CPU
-    python benchmarks/train_speed.py --amp --channels-last --compile                     # a GPU (--amp: bf16)
+    python benchmarks/train_speed.py --amp --channels-last --compile --combined          # a GPU (--amp: bf16)
 """
 
 from __future__ import annotations
@@ -120,6 +121,18 @@ def measure(size, args, device, *, backend, amp, channels_last, compile_net):
             "phases_s": seconds, "outside_share": outside / sum(seconds.values())}  # fmt: skip
 
 
+def variants(args, backends: list[str]) -> list[tuple[str, str, bool, bool]]:
+    """(backend, amp, channels_last, compile) to time: each backend plain, then the asked-for options on the first
+    (fused) backend, each alone and, with ``--combined``, all together."""
+    fused = backends[0]
+    rows = [(backend, "off", False, False) for backend in backends]
+    rows += [(fused, "bf16", False, False)] if args.amp else []
+    rows += [(fused, "off", True, False)] if args.channels_last else []
+    rows += [(fused, "off", False, True)] if args.compile else []
+    rows += [(fused, "bf16", True, True)] if args.combined else []
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["tiny", "small", "paper"])
@@ -129,6 +142,7 @@ def main(argv=None):
     parser.add_argument("--amp", action="store_true", help="also time AMP bf16")
     parser.add_argument("--channels-last", action="store_true", help="also time channels-last")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--combined", action="store_true", help="also time AMP bf16 + channels-last + torch.compile")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -136,11 +150,7 @@ def main(argv=None):
     backends = [fused] + (["torch"] if fused != "torch" else [])
     records = []
     for size in args.sizes:
-        variants = [(b, "off", False, False) for b in backends]
-        variants += [(fused, "bf16", False, False)] if args.amp else []
-        variants += [(fused, "off", True, False)] if args.channels_last else []
-        variants += [(fused, "off", False, True)] if args.compile else []
-        for backend, amp, channels_last, compile_net in variants:
+        for backend, amp, channels_last, compile_net in variants(args, backends):
             record = measure(size, args, device, backend=backend, amp=amp, channels_last=channels_last,
                              compile_net=compile_net)  # fmt: skip
             records.append(record)

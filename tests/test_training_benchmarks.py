@@ -1,6 +1,6 @@
-"""benchmarks/paper_claims.py, schedule_compare.py, demo_recipe.py and restore_depth.py: their verdict logic, and each
-end to end on a tiny budget (the numbers of such runs mean nothing; that they run, write their files and report every
-cell does)."""
+"""benchmarks/paper_claims.py, schedule_compare.py, demo_recipe.py, restore_depth.py and train_speed.py: their
+verdict logic, and each end to end on a tiny budget (the numbers of such runs mean nothing; that they run, write their
+files and report every cell does)."""
 
 import importlib.util
 import json
@@ -124,3 +124,27 @@ def test_restore_depth_end_to_end(tmp_path):
     assert (tmp_path / "out" / "restore_depth.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="show"):
         depth.main(["--ckpt", str(tmp_path / "run"), "--n", "2", "--show", "3"])
+
+
+def test_train_speed_variants_and_end_to_end(tmp_path):
+    speed = load("train_speed")
+    parse = speed.argparse.Namespace
+    plain = parse(amp=False, channels_last=False, compile=False, combined=False)
+    assert speed.variants(plain, ["triton", "torch"]) == [
+        ("triton", "off", False, False),
+        ("torch", "off", False, False),
+    ]
+    every = parse(amp=True, channels_last=True, compile=True, combined=True)
+    assert speed.variants(every, ["cuda", "torch"])[2:] == [
+        ("cuda", "bf16", False, False),
+        ("cuda", "off", True, False),
+        ("cuda", "off", False, True),
+        ("cuda", "bf16", True, True),
+    ]
+    args = ["--sizes", "tiny", "--batch", "2", "--resolution", "8", "--repeats", "1", "--amp", "--out", str(tmp_path)]
+    speed.main(args)
+    (result,) = tmp_path.glob("train-speed-*.json")
+    records = json.loads(result.read_text())["records"]
+    assert [r["amp"] for r in records][-1] == "bf16" and all(r["img_per_s"] > 0 for r in records)
+    assert all(0 < r["outside_share"] < 1 for r in records)
+    assert (tmp_path / result.name.replace(".json", ".md")).read_text().count("| tiny |") == len(records)

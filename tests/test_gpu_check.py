@@ -1,0 +1,55 @@
+"""benchmarks/gpu_check.sh: its plumbing, run on the CPU (GPU_CHECK_ALLOW_CPU=1), since it runs for real only in
+short, scarce GPU leases where a broken script would waste them: the time budget skips what does not fit, the
+report is always written, and OUTDIR holds only the few files such a lease hands back."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
+OUT_FILES = {"report.md", "results.tar.gz", "small-samples.png", "restore-depth.png"}
+
+
+def gpu_check(out: Path, *stages: str, **env: str) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHON": os.environ.get("PYTHON", "python"), **env}
+    full_env.pop("TRITON_INTERPRET", None)
+    return subprocess.run(["bash", str(SCRIPT), str(out), *stages], env=full_env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+
+
+def test_refuses_unknown_stages_and_a_missing_gpu(tmp_path):
+    result = gpu_check(tmp_path / "out", "nonsense")
+    assert result.returncode == 2 and "unknown stage 'nonsense'" in result.stderr
+    if not torch.cuda.is_available():
+        result = gpu_check(tmp_path / "out", "train")
+        assert result.returncode == 2 and "no CUDA GPU" in result.stderr
+        assert not (tmp_path / "out").exists()
+
+
+def test_train_stage_within_a_budget_writes_few_files(tmp_path):
+    out, run_dir = tmp_path / "out", tmp_path / "run"
+    train_args = "--net tiny --resolution 16 --batch 4 --steps 4 --ckpt-every 2 --sample-every 4 --nfe 2"
+    train_args += " --sample-count 4"
+    result = gpu_check(out, "train", GPU_CHECK_ALLOW_CPU="1", GPU_CHECK_BUDGET_S="40", GPU_CHECK_RUN_DIR=str(run_dir),
+                       GPU_CHECK_TRAIN_ARGS=train_args)  # fmt: skip
+    report = (out / "report.md").read_text()
+    assert "## stage train" in report and "- train-small: exit 0" in report, result.stdout + result.stderr
+    assert {path.name for path in out.iterdir()} <= OUT_FILES and (out / "small-samples.png").is_file()
+    # 40 s cannot hold restore_depth and nfe_speed: what does not fit is cut or skipped, and says so; exit 1.
+    later = [line for line in report.splitlines() if line.startswith(("- restore-depth:", "- nfe-speed:"))]
+    assert len(later) == 2 and any("skipped" in line or "cap" in line for line in later), report
+    assert result.returncode == 1
+    with tarfile.open(out / "results.tar.gz") as archive:
+        names = {Path(name).as_posix().removeprefix("./") for name in archive.getnames()}
+    assert {"train-small.log", "train-small/log.jsonl"} <= names
+    assert (run_dir / "checkpoints").is_dir()  # checkpoints stay out of OUTDIR
+
+
+def test_script_parses():
+    assert subprocess.run(["bash", "-n", str(SCRIPT)]).returncode == 0
