@@ -230,10 +230,14 @@ def _save_linear_context(ctx, a2: Tensor | None, c: Tensor | None, alpha: Tensor
     ctx.save_for_backward(alpha, *filters)
 
 
-def _affine_gradients(ctx, grad: Tensor, grad_a: Tensor, alpha: Tensor | None) -> tuple:
-    """Gradients for a2 (−C grad) and c (α grad), in their dtypes."""
-    grad_a2 = None if ctx.a2_dtype is None else (-grad_a).to(ctx.a2_dtype)
-    grad_c = None if ctx.c_dtype is None else (alpha.to(grad.dtype).view(-1, 1, 1, 1) * grad).to(ctx.c_dtype)
+def _affine_gradients(ctx, grad: Tensor, grad_a: Tensor | None, alpha: Tensor | None, a2_index: int,
+                      c_index: int) -> tuple:  # fmt: skip
+    """Gradients for a2 (−C grad) and c (α grad), in their dtypes; None where no gradient is asked for."""
+    needs = ctx.needs_input_grad
+    grad_a2 = (-grad_a).to(ctx.a2_dtype) if ctx.a2_dtype is not None and needs[a2_index] else None
+    grad_c = None
+    if ctx.c_dtype is not None and needs[c_index]:
+        grad_c = (alpha.to(grad.dtype).view(-1, 1, 1, 1) * grad).to(ctx.c_dtype)
     return grad_a2, grad_c
 
 
@@ -244,8 +248,11 @@ def _dct_filter_setup(ctx, inputs, output):
 
 def _dct_filter_backward(ctx, grad):
     alpha, rows, cols, table = ctx.saved_tensors
-    grad_a = torch.ops.softdiff.dct_filter(grad, rows, cols, table, None, None, None, None, None, None, 0)
-    grad_a2, grad_c = _affine_gradients(ctx, grad, grad_a, alpha)
+    grad_a = None
+    if ctx.needs_input_grad[0] or ctx.needs_input_grad[4]:  # a or a2: C is symmetric, its adjoint is itself
+        grad_a = torch.ops.softdiff.dct_filter(grad, rows, cols, table, None, None, None, None, None, None, 0)
+    grad_a2, grad_c = _affine_gradients(ctx, grad, grad_a, alpha, a2_index=4, c_index=6)
+    grad_a = grad_a if ctx.needs_input_grad[0] else None
     return grad_a, None, None, None, grad_a2, None, grad_c, None, None, None, None
 
 
@@ -256,8 +263,11 @@ def _pixel_filter_setup(ctx, inputs, output):
 
 def _pixel_filter_backward(ctx, grad):
     alpha, table = ctx.saved_tensors
-    grad_a = torch.ops.softdiff.pixel_filter(grad, table, None, None, None, None, None, None, 0)
-    grad_a2, grad_c = _affine_gradients(ctx, grad, grad_a, alpha)
+    grad_a = None
+    if ctx.needs_input_grad[0] or ctx.needs_input_grad[2]:  # a or a2
+        grad_a = torch.ops.softdiff.pixel_filter(grad, table, None, None, None, None, None, None, 0)
+    grad_a2, grad_c = _affine_gradients(ctx, grad, grad_a, alpha, a2_index=2, c_index=4)
+    grad_a = grad_a if ctx.needs_input_grad[0] else None
     return grad_a, None, grad_a2, None, grad_c, None, None, None, None
 
 

@@ -10,7 +10,7 @@ import torch
 import softdiff as sd
 import softdiff_kernels as sk
 from softdiff_kernels.dispatch import can_run
-from softdiff_kernels.reference import dct_filter_reference, pixel_filter_reference
+from softdiff_kernels.reference import _flush_tiny, dct_filter_reference, pixel_filter_reference
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 BACKENDS = [name for name in ("cuda", "triton", "torch") if can_run(name, torch.device(DEVICE))[0]]
@@ -202,6 +202,45 @@ def test_gradcheck_float64_through_the_ops(generator):
     assert torch.autograd.gradcheck(lambda a, a2, c: sk.pixel_filter(a, table=table, a2=a2, alpha=alpha, c=c),
                                     (a, a2, c))  # fmt: skip
     assert torch.autograd.gradgradcheck(lambda a: sk.dct_filter(a, table=table), (a,))
+
+
+@pytest.mark.parametrize("leaf", ["a", "a2", "c"])
+def test_gradient_of_one_input_alone(leaf, generator):
+    """Only the inputs that ask for a gradient get one (the backward skips the rest), and it is the right one:
+    ∂/∂a = C w, ∂/∂a2 = −C w, ∂/∂c = α w for a weight w."""
+    a, a2, c, weight = (torch.randn(2, 2, 6, 5, generator=generator, dtype=torch.float64) for _ in range(4))
+    rows, cols = torch.rand(2, 2, 6, dtype=torch.float64), torch.rand(2, 2, 5, dtype=torch.float64)
+    alpha = torch.rand(2, dtype=torch.float64) + 0.5
+    inputs = {"a": a, "a2": a2, "c": c}
+    inputs[leaf] = inputs[leaf].clone().requires_grad_(True)
+    out = sk.dct_filter(inputs["a"], rows=rows, cols=cols, a2=inputs["a2"], alpha=alpha, c=inputs["c"])
+    (out * weight).sum().backward()
+    c_weight = dct_filter_reference(weight, rows=rows, cols=cols)
+    expected = {"a": c_weight, "a2": -c_weight, "c": alpha.view(-1, 1, 1, 1) * weight}[leaf]
+    assert_matches(inputs[leaf].grad, expected, torch.float64)
+    table = torch.rand(2, 6, 5, dtype=torch.float64)
+    inputs = {"a": a, "a2": a2, "c": c}
+    inputs[leaf] = inputs[leaf].clone().requires_grad_(True)
+    (sk.pixel_filter(inputs["a"], table=table, a2=inputs["a2"], alpha=alpha, c=inputs["c"]) * weight).sum().backward()
+    expected = {"a": table[:, None] * weight, "a2": -table[:, None] * weight, "c": alpha.view(-1, 1, 1, 1) * weight}
+    assert_matches(inputs[leaf].grad, expected[leaf], torch.float64)
+
+
+def test_subnormal_filter_entries_are_flushed_without_changing_the_result(generator):
+    """A blur at a large level has factors down to 1e-40 and below; the reference sets those under √(smallest
+    normal) to zero (subnormal arithmetic is slow on CPUs) and still matches the float64 result in float32."""
+    x = torch.randn(2, 3, 16, 16, generator=generator)
+    levels = torch.tensor([7.0, 12.0], dtype=torch.float64)
+    rows = torch.stack([sd.DCTBlur.axis_factors(levels, 16), -0.5 * sd.DCTBlur.axis_factors(0.8 * levels, 16)], 1)
+    cols = torch.stack([sd.DCTBlur.axis_factors(levels, 16), sd.DCTBlur.axis_factors(0.8 * levels, 16)], 1)
+    spectrum = torch.einsum("bjh,bjw->bhw", rows.float(), cols.float())
+    tiny = torch.finfo(torch.float32).tiny
+    assert bool(((spectrum != 0) & (spectrum.abs() < tiny**0.5)).any())  # the case: such entries exist
+    flushed = _flush_tiny(spectrum)
+    assert bool((flushed[spectrum.abs() < tiny**0.5] == 0).all())
+    assert torch.equal(flushed[spectrum.abs() >= tiny**0.5], spectrum[spectrum.abs() >= tiny**0.5])
+    got = dct_filter_reference(x, rows=rows.float(), cols=cols.float())
+    assert_matches(got, dct_filter_reference(x.double(), rows=rows, cols=cols), torch.float32)
 
 
 def test_opcheck(backend, generator):
