@@ -28,6 +28,7 @@
 # The train stage's checkpoints stay in GPU_CHECK_RUN_DIR (default /tmp/softdiff-gpu-small): calling the stage again
 # on the same machine resumes that run (GPU_CHECK_TRAIN_ARGS, e.g. "--steps 12000", is appended to its flags).
 #
+# GPU_CHECK_COMMIT names the commit in the report where the tree has no .git (a copied working tree).
 # GPU_CHECK_ALLOW_CPU=1 runs without a GPU: it tests this script's plumbing, not the GPU.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -83,7 +84,10 @@ ensure_installed() { # a fresh machine: install (and build csrc/) once
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | sed 's/^/GPU: /'
   "$py" -c "import sys, torch, triton; print(f'python {sys.version.split()[0]}, torch {torch.__version__}, CUDA {torch.version.cuda}, triton {triton.__version__}')"
   nvcc --version 2>/dev/null | tail -n 2 | head -n 1
-  echo "git: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
+  if commit=$(git rev-parse --short HEAD 2>/dev/null); then
+    git diff --quiet HEAD 2>/dev/null || commit="$commit (with uncommitted changes)"
+  fi
+  echo "commit: ${GPU_CHECK_COMMIT:-${commit:-unknown (no git here: pass GPU_CHECK_COMMIT)}}"
   echo
 } >"$report"
 if "$py" -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
