@@ -51,6 +51,12 @@ def test_smoke_training_end_to_end(tmp_path):
     state = final_weights(out)
     assert {"model", "ema", "optimizer", "scaler", "step", "rng", "data_position", "config", "process"} <= set(state)
     assert state["data_position"] == 6 * 8 and state["config"]["net"] == "tiny"
+    # The closing lines say what was written and how to go on; a second run of a finished one says so.
+    assert "steps 0 -> 6" in result.stdout and str(out / "samples" / "step-00000006.png") in result.stdout
+    assert str(out / "checkpoints" / "ckpt-00000006.pt") in result.stdout
+    assert f"python -m softdiff.sample --ckpt {out}" in result.stdout
+    again = run("softdiff.train", *SMOKE, "--out", str(out))
+    assert "already at step 6; raise --steps" in again.stdout
 
 
 def test_resume_after_a_clean_stop_equals_one_run(tmp_path):

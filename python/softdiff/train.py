@@ -411,6 +411,7 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
             total=config.steps, initial=start_step, unit="step", dynamic_ncols=True, file=sys.stdout, mininterval=2.0
         )
     window_start, window_images, loss_value = time.perf_counter(), 0, float("nan")
+    run_start = window_start
     try:
         for step in range(start_step, config.steps):
             # Everything random in this step is a function of (seed, step) and the sample's global index.
@@ -482,7 +483,25 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
             log_file.close()
         if ddp.world > 1:
             dist.destroy_process_group()
+    if ddp.is_main:
+        print(finished_message(out, start_step, config.steps, time.perf_counter() - run_start), flush=True)
     return {"step": config.steps, "loss": loss_value, "out": str(out)}
+
+
+def finished_message(out: Path, start_step: int, steps: int, seconds: float) -> str:
+    """What a finished run wrote and how to go on, for the user at the terminal."""
+    if start_step >= steps:
+        return (f"softdiff.train: {out} is already at step {start_step}; raise --steps to train on, or sample it with "
+                f"python -m softdiff.sample --ckpt {out} --n 64 --out {out / 'more_samples'}")  # fmt: skip
+    grids = sorted((out / "samples").glob("step-*.png"))
+    checkpoints = sorted((out / "checkpoints").glob("ckpt-*.pt"))
+    took = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+    lines = [f"softdiff.train: steps {start_step} -> {steps} in {took}",
+             f"  samples     {grids[-1] if grids else '(none written)'}",
+             f"  checkpoint  {checkpoints[-1] if checkpoints else '(none written)'}",
+             f"  log         {out / 'log.jsonl'}",
+             f"  more        python -m softdiff.sample --ckpt {out} --n 64 --out {out / 'more_samples'}"]  # fmt: skip
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
