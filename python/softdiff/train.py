@@ -411,7 +411,7 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
             total=config.steps, initial=start_step, unit="step", dynamic_ncols=True, file=sys.stdout, mininterval=2.0
         )
     window_start, window_images, loss_value = time.perf_counter(), 0, float("nan")
-    run_start = window_start
+    run_start, last_grid, last_checkpoint = window_start, None, None
     try:
         for step in range(start_step, config.steps):
             # Everything random in this step is a function of (seed, step) and the sample's global index.
@@ -471,9 +471,9 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
                              "config": asdict(config), "process": process.to_dict(), "rng": rng_states(),
                              "data_position": done * config.batch, "preset": preset,
                              "second_moment": second_moment}  # fmt: skip
-                    save_checkpoint(state, out / "checkpoints", done, keep=config.keep)
+                    last_checkpoint = save_checkpoint(state, out / "checkpoints", done, keep=config.keep)
                 if done % config.sample_every == 0 or done == config.steps:
-                    save_samples(config, process, ema, out, done, device, channels, second_moment)
+                    last_grid = save_samples(config, process, ema, out, done, device, channels, second_moment)
         if ddp.world > 1:
             check_ranks_agree(net, ddp)
     finally:
@@ -484,24 +484,22 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
         if ddp.world > 1:
             dist.destroy_process_group()
     if ddp.is_main:
-        print(finished_message(out, start_step, config.steps, time.perf_counter() - run_start), flush=True)
+        seconds = time.perf_counter() - run_start
+        print(finished_message(out, start_step, config.steps, seconds, last_grid, last_checkpoint), flush=True)
     return {"step": config.steps, "loss": loss_value, "out": str(out)}
 
 
-def finished_message(out: Path, start_step: int, steps: int, seconds: float) -> str:
-    """What a finished run wrote and how to go on, for the user at the terminal."""
-    if start_step >= steps:
-        return (f"softdiff.train: {out} is already at step {start_step}; raise --steps to train on, or sample it with "
-                f"python -m softdiff.sample --ckpt {out} --n 64 --out {out / 'more_samples'}")  # fmt: skip
-    grids = sorted((out / "samples").glob("step-*.png"))
-    checkpoints = sorted((out / "checkpoints").glob("ckpt-*.pt"))
+def finished_message(out: Path, start_step: int, steps: int, seconds: float, grid: Path | None,
+                     checkpoint: Path | None) -> str:  # fmt: skip
+    """What a finished run wrote (the last grid and checkpoint; None when the run was already at ``steps``) and how
+    to go on, for the user at the terminal."""
+    sample_more = f"python -m softdiff.sample --ckpt {out} --n 64 --out {out / 'more_samples'}"
+    if grid is None or checkpoint is None:
+        return f"softdiff.train: {out} is already at step {start_step}; raise --steps to train on, or run {sample_more}"
     took = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
-    lines = [f"softdiff.train: steps {start_step} -> {steps} in {took}",
-             f"  samples     {grids[-1] if grids else '(none written)'}",
-             f"  checkpoint  {checkpoints[-1] if checkpoints else '(none written)'}",
-             f"  log         {out / 'log.jsonl'}",
-             f"  more        python -m softdiff.sample --ckpt {out} --n 64 --out {out / 'more_samples'}"]  # fmt: skip
-    return "\n".join(lines)
+    return "\n".join([f"softdiff.train: steps {start_step} -> {steps} in {took}", f"  samples     {grid}",
+                      f"  checkpoint  {checkpoint}", f"  log         {out / 'log.jsonl'}",
+                      f"  more        {sample_more}"])  # fmt: skip
 
 
 def main(argv=None) -> int:
