@@ -40,7 +40,8 @@ for stage in "${stages[@]}"; do
   case $stage in core | speed | train | tests) ;; *) echo "gpu_check.sh: unknown stage '$stage'" >&2 && exit 2 ;; esac
 done
 py="${PYTHON:-$(command -v python3 || command -v python)}"
-if [ "${GPU_CHECK_ALLOW_CPU:-0}" != 1 ] && ! "$py" -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+arch=$("$py" -c "import torch; print('%d.%d' % torch.cuda.get_device_capability() if torch.cuda.is_available() else '')")
+if [ "${GPU_CHECK_ALLOW_CPU:-0}" != 1 ] && [ -z "$arch" ]; then
   echo "gpu_check.sh: no CUDA GPU visible to torch (GPU_CHECK_ALLOW_CPU=1 tests the script without one)" >&2
   exit 2
 fi
@@ -72,10 +73,12 @@ step() { # step NAME CAP_SECONDS COMMAND...: run under the budget, log to work/N
   return $code
 }
 
-ensure_installed() { # a fresh machine: install (and build csrc/) once
-  if ! "$py" -c "import softdiff, softdiff_kernels" 2>/dev/null; then
-    step install 240 env SOFTDIFF_CUDA_BUILD=1 "$py" -m pip install --no-build-isolation --no-deps -e .
-  fi
+install_softdiff() { # install softdiff from this tree and build csrc/ (ninja rebuilds only what changed)
+  step install 240 env SOFTDIFF_CUDA_BUILD=1 "$py" -m pip install --no-build-isolation --no-deps -e .
+}
+
+ensure_installed() { # a fresh machine: install once
+  "$py" -c "import softdiff, softdiff_kernels" 2>/dev/null || install_softdiff
 }
 
 {
@@ -90,17 +93,14 @@ ensure_installed() { # a fresh machine: install (and build csrc/) once
   echo "commit: ${GPU_CHECK_COMMIT:-${commit:-unknown (no git here: pass GPU_CHECK_COMMIT)}}"
   echo
 } >"$report"
-if "$py" -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
-  arch=$("$py" -c "import torch; major, minor = torch.cuda.get_device_capability(); print(f'{major}.{minor}')")
-  export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-$arch}"
-fi
+[ -z "$arch" ] || export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-$arch}"
 export MAX_JOBS="${MAX_JOBS:-8}" PYTHONUNBUFFERED=1
 
 for stage in "${stages[@]}"; do
   echo "## stage $stage" >>"$report"
   case $stage in
   core)
-    step install 240 env SOFTDIFF_CUDA_BUILD=1 "$py" -m pip install --no-build-isolation --no-deps -e .
+    install_softdiff
     step backends 60 "$py" -m softdiff_kernels
     step gpu-tests 180 "$py" -m pytest -q -x -p no:cacheprovider tests/test_kernels.py tests/test_cuda_extension.py \
       tests/test_operators.py
