@@ -18,7 +18,6 @@ OUT_FILES = {"report.md", "results.tar.gz", "small-samples.png", "restore-depth.
 
 def gpu_check(out: Path, *stages: str, **env: str) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHON": os.environ.get("PYTHON", "python"), **env}
-    full_env.pop("TRITON_INTERPRET", None)
     return subprocess.run(["bash", str(SCRIPT), str(out), *stages], env=full_env, capture_output=True, text=True,
                           timeout=300)  # fmt: skip
 
