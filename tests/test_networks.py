@@ -59,6 +59,15 @@ def test_unet_default_config_builds():
     assert isinstance(UNet(UNetConfig(channels=16, channel_multipliers=(1, 2), blocks_per_level=1)), UNet)
 
 
+@pytest.mark.parametrize("width", [24, 48, 96])
+def test_unet_builds_at_widths_whose_concatenations_32_does_not_divide(width, generator):
+    # Decoder inputs concatenate skips (48 + 96 = 144 channels at width 48): GroupNorm's group count must divide them.
+    net = UNet(UNetConfig(resolution=8, channels=width, channel_multipliers=(1, 2), blocks_per_level=1))
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert all(m.num_channels % m.num_groups == 0 and m.num_channels // m.num_groups >= 4 for m in norms)
+    assert net(torch.randn(2, 3, 8, 8, generator=generator), torch.ones(2)).shape == (2, 3, 8, 8)
+
+
 def test_autocast_network_runs_the_net_in_reduced_precision_and_returns_float32(generator):
     net = build_unet("tiny", resolution=16)
     for module in net.modules():  # undo the zero initialisations so that the output depends on the precision

@@ -46,7 +46,11 @@ NETWORK_SIZES = {
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(num_groups=min(32, channels // 4), num_channels=channels, eps=1e-6)
+    """GroupNorm with up to 32 groups of at least 4 channels: the largest such count that divides ``channels``."""
+    groups = max(1, min(32, channels // 4))
+    while channels % groups:
+        groups -= 1
+    return nn.GroupNorm(num_groups=groups, num_channels=channels, eps=1e-6)
 
 
 def zero_init(module: nn.Module) -> nn.Module:
