@@ -6,8 +6,9 @@
 //
 // F_b = Σ_j rows[b, j] ⊗ cols[b, j] (J ≤ 2) or a table [H, W]; η from (seeds[b], stream) as in philox.cuh.
 // dct_filter: one block per (sample, plane); the plane and one intermediate live in shared memory and the
-// four passes X M_Wᵀ, M_H ·, M_Hᵀ ·, · M_W run over them. Computes in float (double for double), any
-// storage dtype; strided inputs are read through their strides.
+// four passes X M_Wᵀ, M_H ·, M_Hᵀ ·, · M_W run over them. Computes in float for float, half and bfloat16
+// storage (float64 runs the PyTorch reference, see softdiff_kernels/ops.py); a2, c and noise in another dtype
+// than a are read as float, never rounded to a's dtype first; strided inputs are read through their strides.
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -18,6 +19,7 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <initializer_list>
 #include <optional>
 
 #include "philox.cuh"
@@ -175,7 +177,8 @@ void check_terms(const at::Tensor& a, const std::optional<at::Tensor>& a2, const
                  const std::optional<at::Tensor>& noise, const std::optional<at::Tensor>& seeds, int64_t stream) {
   TORCH_CHECK(a.is_cuda(), "a must be a CUDA tensor; got ", a.device());
   TORCH_CHECK(a.dim() == 4, "a must be a 4-D tensor [B, C, H, W]; got ", a.sizes());
-  TORCH_CHECK(at::isFloatingType(a.scalar_type()), "a must be a floating tensor; got ", a.scalar_type());
+  TORCH_CHECK(at::isFloatingType(a.scalar_type()) && a.scalar_type() != at::kDouble,
+              "a must be float32, float16 or bfloat16 (float64 runs the PyTorch reference); got ", a.scalar_type());
   check_image("a2", a2, a);
   check_image("c", c, a);
   check_image("noise", noise, a);
@@ -237,6 +240,20 @@ std::optional<at::Tensor> as_type(const std::optional<at::Tensor>& x, at::Scalar
   return x->to(dtype);
 }
 
+// The storage dtype the kernel reads the image-like terms in: a's, or float when a2, c or noise has another dtype
+// (converting them to a's dtype would round, e.g., a float32 x_0 to bfloat16 before x̂_0 − x_0 is formed).
+at::ScalarType storage_type(const at::Tensor& a, std::initializer_list<const std::optional<at::Tensor>*> terms) {
+  for (const auto* x : terms) {
+    if (x->has_value() && (*x)->scalar_type() != a.scalar_type()) return at::kFloat;
+  }
+  return a.scalar_type();
+}
+
+// float, half and bfloat16 storage, each computed in float.
+#define SOFTDIFF_DISPATCH(TYPE, NAME, ...)                    \
+  AT_DISPATCH_SWITCH(TYPE, NAME, AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__) \
+                     AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__) AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__))
+
 at::Tensor dct_filter(const at::Tensor& a, const std::optional<at::Tensor>& rows,
                       const std::optional<at::Tensor>& cols, const std::optional<at::Tensor>& table,
                       const std::optional<at::Tensor>& a2, const std::optional<at::Tensor>& alpha,
@@ -259,24 +276,25 @@ at::Tensor dct_filter(const at::Tensor& a, const std::optional<at::Tensor>& rows
                 "rows and cols must hold the same number J in {1, 2} of terms");
   }
   const c10::cuda::CUDAGuard guard(a.device());
-  auto out = at::empty(a.sizes(), a.options());
-  if (out.numel() == 0) return out;
-  const auto dtype = a.scalar_type();
-  const auto acc = dtype == at::kDouble ? at::kDouble : at::kFloat;
-  auto contiguous_acc = [&](const std::optional<at::Tensor>& x) -> std::optional<at::Tensor> {
+  if (a.numel() == 0) return at::empty(a.sizes(), a.options());
+  const auto dtype = storage_type(a, {&a2, &c, &noise});
+  const auto a_t = a.to(dtype);
+  auto out = at::empty(a.sizes(), a_t.options());
+  auto contiguous_float = [&](const std::optional<at::Tensor>& x) -> std::optional<at::Tensor> {
     if (!x.has_value()) return x;
-    return x->to(acc).contiguous();
+    return x->to(at::kFloat).contiguous();
   };
-  const auto rows_acc = contiguous_acc(rows), cols_acc = contiguous_acc(cols), table_acc = contiguous_acc(table);
-  const auto alpha_acc = contiguous_acc(alpha), beta_acc = contiguous_acc(beta);
+  const auto rows_f = contiguous_float(rows), cols_f = contiguous_float(cols), table_f = contiguous_float(table);
+  const auto alpha_f = contiguous_float(alpha), beta_f = contiguous_float(beta);
+  const auto seeds_c = seeds.has_value() ? std::optional<at::Tensor>(seeds->contiguous()) : std::nullopt;
   const auto a2_t = as_type(a2, dtype), c_t = as_type(c, dtype), noise_t = as_type(noise, dtype);
-  const auto m_h = dct_matrix(height, acc, a.device()), m_w = dct_matrix(width, acc, a.device());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "softdiff_dct_filter", [&] {
+  const auto m_h = dct_matrix(height, at::kFloat, a.device()), m_w = dct_matrix(width, at::kFloat, a.device());
+  SOFTDIFF_DISPATCH(dtype, "softdiff_dct_filter", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    auto p = make_params<scalar_t, acc_t>(out, a, a2_t, c_t, noise_t, alpha_acc, beta_acc, seeds, stream);
-    p.rows = rows_acc.has_value() ? rows_acc->data_ptr<acc_t>() : nullptr;
-    p.cols = cols_acc.has_value() ? cols_acc->data_ptr<acc_t>() : nullptr;
-    p.table = table_acc.has_value() ? table_acc->data_ptr<acc_t>() : nullptr;
+    auto p = make_params<scalar_t, acc_t>(out, a_t, a2_t, c_t, noise_t, alpha_f, beta_f, seeds_c, stream);
+    p.rows = rows_f.has_value() ? rows_f->data_ptr<acc_t>() : nullptr;
+    p.cols = cols_f.has_value() ? cols_f->data_ptr<acc_t>() : nullptr;
+    p.table = table_f.has_value() ? table_f->data_ptr<acc_t>() : nullptr;
     p.terms = rows.has_value() ? rows->size(1) : 0;
     p.m_h = m_h.data_ptr<acc_t>();
     p.m_w = m_w.data_ptr<acc_t>();
@@ -287,7 +305,7 @@ at::Tensor dct_filter(const at::Tensor& a, const std::optional<at::Tensor>& rows
     kernel<<<static_cast<unsigned>(batch * a.size(1)), kThreads, shared, c10::cuda::getCurrentCUDAStream()>>>(p);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return out;
+  return out.to(a.scalar_type());
 }
 
 at::Tensor pixel_filter(const at::Tensor& a, const at::Tensor& table, const std::optional<at::Tensor>& a2,
@@ -301,28 +319,30 @@ at::Tensor pixel_filter(const at::Tensor& a, const at::Tensor& table, const std:
               "table must have shape [", batch, ", ", height, ", ", width, "] or [", batch, ", 1, 1]; got ",
               table.sizes());
   const c10::cuda::CUDAGuard guard(a.device());
-  auto out = at::empty(a.sizes(), a.options());
-  if (out.numel() == 0) return out;
-  const auto dtype = a.scalar_type();
-  const auto acc = dtype == at::kDouble ? at::kDouble : at::kFloat;
-  const auto table_acc = table.to(acc).expand({batch, height, width});
-  const std::optional<at::Tensor> alpha_acc = alpha.has_value() ? std::optional<at::Tensor>(alpha->to(acc).contiguous())
-                                                                : std::nullopt;
-  const std::optional<at::Tensor> beta_acc = beta.has_value() ? std::optional<at::Tensor>(beta->to(acc).contiguous())
-                                                              : std::nullopt;
+  if (a.numel() == 0) return at::empty(a.sizes(), a.options());
+  const auto dtype = storage_type(a, {&a2, &c, &noise});
+  const auto a_t = a.to(dtype);
+  auto out = at::empty(a.sizes(), a_t.options());
+  const auto table_f = table.to(at::kFloat).expand({batch, height, width});
+  auto contiguous_float = [](const std::optional<at::Tensor>& x) -> std::optional<at::Tensor> {
+    if (!x.has_value()) return x;
+    return x->to(at::kFloat).contiguous();
+  };
+  const auto alpha_f = contiguous_float(alpha), beta_f = contiguous_float(beta);
+  const auto seeds_c = seeds.has_value() ? std::optional<at::Tensor>(seeds->contiguous()) : std::nullopt;
   const auto a2_t = as_type(a2, dtype), c_t = as_type(c, dtype), noise_t = as_type(noise, dtype);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "softdiff_pixel_filter", [&] {
+  SOFTDIFF_DISPATCH(dtype, "softdiff_pixel_filter", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    auto p = make_params<scalar_t, acc_t>(out, a, a2_t, c_t, noise_t, alpha_acc, beta_acc, seeds, stream);
-    p.table = table_acc.data_ptr<acc_t>();
+    auto p = make_params<scalar_t, acc_t>(out, a_t, a2_t, c_t, noise_t, alpha_f, beta_f, seeds_c, stream);
+    p.table = table_f.data_ptr<acc_t>();
     p.terms = batch * a.size(1) * height;  // rows of the launch
     const int64_t quads = p.terms * ((width + 3) / 4);
     const unsigned blocks = static_cast<unsigned>((quads + kThreads - 1) / kThreads);
     pixel_filter_kernel<scalar_t, acc_t><<<blocks, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        p, table_acc.stride(0), table_acc.stride(1), table_acc.stride(2));
+        p, table_f.stride(0), table_f.stride(1), table_f.stride(2));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return out;
+  return out.to(a.scalar_type());
 }
 
 }  // namespace

@@ -4,7 +4,8 @@ registrations, so autograd and ``torch.compile(fullgraph=True)`` see single ops.
 
 Every hot path of softdiff is one call of :func:`dct_filter` (operators diagonal in the DCT basis) or
 :func:`pixel_filter` (operators diagonal in the pixel basis); see :mod:`.reference` for the equations. Each op
-runs the backend :func:`softdiff_kernels.backend` names for its device (compiled CUDA → Triton → reference).
+runs the backend :func:`softdiff_kernels.backend` names for its device (compiled CUDA → Triton → reference), except
+that float64 input always runs the reference, in float64.
 
 The ops compute in float32 (float64 for float64 input) also inside ``torch.autocast``: an enclosing autocast
 region would otherwise run the reference backend's matmuls in bfloat16/float16 (errors of the order of σ_min).
@@ -157,6 +158,13 @@ def pixel_filter(
     return torch.ops.softdiff.pixel_filter(a, table, a2, alpha, c, beta, noise, seeds, int(stream))
 
 
+def fused_backend(a: Tensor) -> str:
+    """The backend for this call: the device's, except that float64 always runs the reference (the fused kernels
+    compute in float32; float64 is for exactness checks, where float64 arithmetic is the point)."""
+    name = backend(a.device)
+    return "torch" if a.dtype == torch.float64 else name
+
+
 # --- torch.library registration ------------------------------------------------------------------------------
 
 
@@ -176,7 +184,7 @@ def _dct_filter_op(
 ) -> Tensor:
     terms = dict(rows=rows, cols=cols, table=table, a2=a2, alpha=alpha, c=c, beta=beta, noise=noise, seeds=seeds,
                  stream=stream)  # fmt: skip
-    name = backend(a.device)
+    name = fused_backend(a)
     with torch.autocast(a.device.type, enabled=False):  # float32 also inside an enclosing autocast region
         if name in ("cuda", "triton"):
             if max(a.shape[-2:]) <= MAX_FUSED_SIZE:
@@ -208,7 +216,7 @@ def _pixel_filter_op(
     stream: int,
 ) -> Tensor:
     terms = dict(table=table, a2=a2, alpha=alpha, c=c, beta=beta, noise=noise, seeds=seeds, stream=stream)
-    name = backend(a.device)
+    name = fused_backend(a)
     with torch.autocast(a.device.type, enabled=False):  # float32 also inside an enclosing autocast region
         if name == "cuda":
             return torch.ops.softdiff_C.pixel_filter(a, table, a2, alpha, c, beta, noise, seeds, stream)

@@ -17,6 +17,8 @@ two Box–Muller pairs), so it never travels through memory and does not depend 
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import triton
 import triton.language as tl
@@ -61,8 +63,8 @@ def _dct_filter_kernel(
     FILTER: tl.constexpr, HAS_A2: tl.constexpr, HAS_C: tl.constexpr, NOISE: tl.constexpr,
     BH: tl.constexpr, BW: tl.constexpr, PLANES: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
-    b = tl.program_id(0)
-    first_plane = tl.program_id(1) * PLANES
+    b = tl.program_id(0).to(tl.int64)  # int64 offsets: b · C·H·W passes 2^31 in batches of large images
+    first_plane = tl.program_id(1).to(tl.int64) * PLANES
     h = tl.arange(0, BH)
     w = tl.arange(0, BW)
     hh, ww = h[:, None], w[None, :]
@@ -122,6 +124,31 @@ def strides_or_zeros(x: torch.Tensor | None, n: int) -> tuple[int, ...]:
     return tuple(x.stride()) if x is not None else (0,) * n
 
 
+def per_sample(x: torch.Tensor | None) -> torch.Tensor | None:
+    """α, β (as float32) or seeds, ``[B]``, contiguous: the kernels read element b at ``ptr + b``."""
+    if x is None:
+        return None
+    return (x if x.dtype == torch.int64 else x.to(torch.float32)).contiguous()
+
+
+def absent_as(placeholder: torch.Tensor):
+    """x -> x, or ``placeholder`` for an absent tensor (never read: the matching constexpr switch is off)."""
+    return lambda x: x if x is not None else placeholder
+
+
+def stream_word(stream: int) -> int:
+    """The stream index as the signed 32-bit integer with the same bits: Triton passes Python ints below 2^31 as
+    int32 and larger ones as int64, which would not combine with the uint32 Philox counters."""
+    stream = int(stream)
+    return stream - 2**32 if stream >= 2**31 else stream
+
+
+def launch_device(a: torch.Tensor):
+    """Triton launches on the current CUDA device and its current stream: make that a's device (a tensor on
+    cuda:1 while cuda:0 is current would otherwise be read by a kernel running on cuda:0)."""
+    return torch.cuda.device(a.device) if a.is_cuda else contextlib.nullcontext()
+
+
 def tile_size(n: int) -> int:
     """Padded tile side: the next power of two, at least 16 (the smallest tl.dot)."""
     return max(16, triton.next_power_of_2(n))
@@ -157,19 +184,18 @@ def dct_filter_triton(
     m_w = dct_matrix(width, dtype=torch.float32, device=a.device)
     planes = planes_per_program or min(channels, 4)
     bh, bw = tile_size(height), tile_size(width)
-    dummy = out  # stands for absent tensors; never read (the matching constexpr switch is off)
+    alpha, beta, seeds = (per_sample(x) for x in (alpha, beta, seeds))
     grid = (batch, triton.cdiv(channels, planes))
-    _dct_filter_kernel[grid](
-        out, a, a2 if a2 is not None else dummy, c if c is not None else dummy, noise if noise is not None else dummy,
-        rows if rows is not None else dummy, cols if cols is not None else dummy,
-        table if table is not None else dummy,
-        alpha.to(torch.float32) if alpha is not None else dummy, beta.to(torch.float32) if beta is not None else dummy,
-        seeds if seeds is not None else dummy, m_h, m_w,
-        int(stream), channels, height, width,
-        *a.stride(), *strides_or_zeros(a2, 4), *strides_or_zeros(c, 4), *strides_or_zeros(noise, 4), *out.stride(),
-        *strides_or_zeros(rows, 3), *strides_or_zeros(cols, 3), *strides_or_zeros(table, 3),
-        FILTER=mode, HAS_A2=a2 is not None, HAS_C=c is not None, NOISE=noise_mode,
-        BH=bh, BW=bw, PLANES=planes, PRECISION="ieee",
-        num_warps=4 if max(bh, bw) <= 64 else 8,
-    )  # fmt: skip
+    given = absent_as(out)
+    with launch_device(a):
+        _dct_filter_kernel[grid](
+            out, a, given(a2), given(c), given(noise), given(rows), given(cols), given(table),
+            given(alpha), given(beta), given(seeds), m_h, m_w,
+            stream_word(stream), channels, height, width,
+            *a.stride(), *strides_or_zeros(a2, 4), *strides_or_zeros(c, 4), *strides_or_zeros(noise, 4), *out.stride(),
+            *strides_or_zeros(rows, 3), *strides_or_zeros(cols, 3), *strides_or_zeros(table, 3),
+            FILTER=mode, HAS_A2=a2 is not None, HAS_C=c is not None, NOISE=noise_mode,
+            BH=bh, BW=bw, PLANES=planes, PRECISION="ieee",
+            num_warps=4 if max(bh, bw) <= 64 else 8,
+        )  # fmt: skip
     return out

@@ -11,7 +11,17 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_dct_filter import NOISE_NONE, NOISE_SEEDS, NOISE_TENSOR, seeded_normal_tile, strides_or_zeros
+from .triton_dct_filter import (
+    NOISE_NONE,
+    NOISE_SEEDS,
+    NOISE_TENSOR,
+    absent_as,
+    launch_device,
+    per_sample,
+    seeded_normal_tile,
+    stream_word,
+    strides_or_zeros,
+)
 
 
 @triton.jit
@@ -26,9 +36,10 @@ def _pixel_filter_kernel(
     s_tb, s_tk, s_tl,
     HAS_A2: tl.constexpr, HAS_C: tl.constexpr, NOISE: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
 ):  # fmt: skip
-    b = tl.program_id(0) // C
-    plane = tl.program_id(0) % C
-    row_start = tl.program_id(1) * BH
+    program = tl.program_id(0).to(tl.int64)  # int64 offsets: b · C·H·W passes 2^31 in large batches
+    b = program // C
+    plane = program % C
+    row_start = tl.program_id(1).to(tl.int64) * BH
     hh = row_start + tl.arange(0, BH)[:, None]
     ww = tl.arange(0, BW)[None, :]
     mask = (hh < H) & (ww < W)
@@ -61,15 +72,15 @@ def pixel_filter_triton(
     noise_mode = NOISE_NONE if beta is None else (NOISE_TENSOR if noise is not None else NOISE_SEEDS)
     block_w = max(4, triton.next_power_of_2(width))
     block_h = rows_per_program or max(1, min(triton.next_power_of_2(height), 4096 // block_w))
-    dummy = out
+    alpha, beta, seeds = (per_sample(x) for x in (alpha, beta, seeds))
     grid = (batch * channels, triton.cdiv(height, block_h))
-    _pixel_filter_kernel[grid](
-        out, a, a2 if a2 is not None else dummy, c if c is not None else dummy, noise if noise is not None else dummy,
-        table, alpha.to(torch.float32) if alpha is not None else dummy,
-        beta.to(torch.float32) if beta is not None else dummy, seeds if seeds is not None else dummy,
-        int(stream), channels, height, width,
-        *a.stride(), *strides_or_zeros(a2, 4), *strides_or_zeros(c, 4), *strides_or_zeros(noise, 4),
-        *out.stride(), *table.stride(),
-        HAS_A2=a2 is not None, HAS_C=c is not None, NOISE=noise_mode, BH=block_h, BW=block_w,
-    )  # fmt: skip
+    given = absent_as(out)
+    with launch_device(a):
+        _pixel_filter_kernel[grid](
+            out, a, given(a2), given(c), given(noise), table, given(alpha), given(beta), given(seeds),
+            stream_word(stream), channels, height, width,
+            *a.stride(), *strides_or_zeros(a2, 4), *strides_or_zeros(c, 4), *strides_or_zeros(noise, 4),
+            *out.stride(), *table.stride(),
+            HAS_A2=a2 is not None, HAS_C=c is not None, NOISE=noise_mode, BH=block_h, BW=block_w,
+        )  # fmt: skip
     return out

@@ -11,6 +11,7 @@ import softdiff as sd
 import softdiff_kernels as sk
 from softdiff_kernels.dispatch import can_run
 from softdiff_kernels.reference import _flush_tiny, dct_filter_reference, pixel_filter_reference
+from tests.conftest import requires_cuda
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 BACKENDS = [name for name in ("cuda", "triton", "torch") if can_run(name, torch.device(DEVICE))[0]]
@@ -127,6 +128,57 @@ def test_strided_inputs(backend, generator):
     assert_matches(sk.pixel_filter(**terms), float64_reference(pixel_filter_reference, terms), torch.float32)
 
 
+@pytest.mark.parametrize(("op", "filter_kind"), [("dct", "separable"), ("dct", "table"), ("pixel", "table")])
+def test_per_sample_vectors_are_read_through_their_strides(backend, op, filter_kind, generator):
+    """alpha, beta and seeds may be views: a broadcast scalar (stride 0) or every other entry of a longer vector."""
+    terms = random_terms((4, 3, 12, 10), torch.float32, generator, filter_kind=filter_kind, affine=True,
+                         noise_kind="seeds")  # fmt: skip
+    views = dict(alpha=torch.rand(1, generator=generator).to(DEVICE).expand(4),
+                 beta=torch.rand(8, generator=generator).to(DEVICE)[::2],
+                 seeds=torch.randint(0, 2**62, (8,), generator=generator).to(DEVICE)[1::2])  # fmt: skip
+    assert not any(v.is_contiguous() for v in views.values())
+    op_fn, reference = (
+        (sk.dct_filter, dct_filter_reference) if op == "dct" else (sk.pixel_filter, pixel_filter_reference)
+    )
+    expected = float64_reference(reference, terms | {k: v.contiguous() for k, v in views.items()})
+    assert_matches(op_fn(**(terms | views)), expected, torch.float32)
+
+
+def test_float64_input_is_computed_in_float64_on_every_backend(backend, generator):
+    terms = random_terms((2, 3, 20, 12), torch.float64, generator, filter_kind="separable2", affine=True,
+                         noise_kind="tensor")  # fmt: skip
+    assert_matches(sk.dct_filter(**terms), float64_reference(dct_filter_reference, terms), torch.float64)
+    terms = random_terms((2, 3, 20, 12), torch.float64, generator, filter_kind="table", affine=True,
+                         noise_kind="tensor")  # fmt: skip
+    assert_matches(sk.pixel_filter(**terms), float64_reference(pixel_filter_reference, terms), torch.float64)
+
+
+@pytest.mark.parametrize("op", ["dct", "pixel"])
+def test_mixed_storage_dtypes_are_not_rounded_to_the_dtype_of_a(backend, op, generator):
+    """A bfloat16 x̂_0 minus a float32 x_0 close to it (the soft loss under AMP): the difference is formed in float32,
+    so the result is right to bfloat16's rounding of the (small) result, not of the inputs."""
+    shape = (3, 3, 16, 12)
+    a = torch.randn(shape, generator=generator).to(DEVICE).bfloat16()
+    a2 = a.float() + 1e-3 * torch.randn(shape, generator=generator).to(DEVICE)  # bfloat16 rounding of a2: ~4e-3
+    c = torch.randn(shape, generator=generator).to(DEVICE)
+    alpha = 1e-3 * torch.rand(3, generator=generator).to(DEVICE)
+    if op == "dct":
+        filters = dict(rows=torch.rand(3, 1, 16, generator=generator).to(DEVICE),
+                       cols=torch.rand(3, 1, 12, generator=generator).to(DEVICE))  # fmt: skip
+        op_fn, reference = sk.dct_filter, dct_filter_reference
+    else:
+        filters = dict(table=torch.rand(3, 16, 12, generator=generator).to(DEVICE))
+        op_fn, reference = sk.pixel_filter, pixel_filter_reference
+    out = op_fn(a, a2=a2, alpha=alpha, c=c, **filters)
+    assert out.dtype == torch.bfloat16
+    expected = reference(a.double().cpu(), a2=a2.double().cpu(), alpha=alpha.double().cpu(), c=c.double().cpu(),
+                         **{k: v.double().cpu() for k, v in filters.items()})  # fmt: skip
+    error = (out.double().cpu() - expected).abs().max().item()
+    assert error <= 1e-2 * expected.abs().max().item(), (
+        f"error {error:.3g} against a result of size {expected.abs().max():.3g}"
+    )
+
+
 def noise_of(op, shape, seeds, stream=0):
     """η alone: the op with a zero filter and β = 1."""
     batch, _, height, width = shape
@@ -153,6 +205,14 @@ def test_in_kernel_noise(backend, op):
         assert abs(torch.corrcoef(torch.stack([planes[:, i].flatten(), planes[:, j].flatten()]))[0, 1]) < 0.03
 
 
+@pytest.mark.parametrize("op", ["dct", "pixel"])
+@pytest.mark.parametrize("stream", [2**31 - 1, 2**31, 2**32 - 1])
+def test_in_kernel_noise_at_the_top_of_the_stream_range(backend, op, stream):
+    shape, seeds = (2, 2, 8, 9), [11, 12]
+    eta = noise_of(op, shape, seeds, stream=stream)
+    torch.testing.assert_close(eta.cpu(), sk.seeded_normal(torch.tensor(seeds), shape[1:], stream), rtol=0, atol=2e-6)
+
+
 def test_in_kernel_noise_does_not_depend_on_the_tiling():
     if "triton" not in BACKENDS:
         pytest.skip("no Triton backend here")
@@ -171,6 +231,31 @@ def test_in_kernel_noise_does_not_depend_on_the_tiling():
         pixel_filter_triton(a, table=table, beta=beta, seeds=seeds, stream=2, rows_per_program=r) for r in (1, 4, 16)
     ]
     assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+
+
+@requires_cuda
+@pytest.mark.parametrize("op", ["dct", "pixel"])
+def test_batches_past_2_to_the_31_elements(backend, op):
+    """Offsets b · C·H·W pass 2^31 in the last samples: the kernels must index in 64 bits (about 9 GB of GPU memory)."""
+    if backend == "torch":
+        pytest.skip("the reference indexes through PyTorch")
+    batch = 2**31 // (3 * 64 * 64) + 2
+    generator = torch.Generator(DEVICE).manual_seed(5)
+    a = torch.randn(batch, 3, 64, 64, generator=generator, device=DEVICE, dtype=torch.float16)
+    terms = dict(beta=torch.rand(batch, device=DEVICE, generator=generator),
+                 seeds=torch.randint(0, 2**62, (batch,), device=DEVICE, generator=generator), stream=1)  # fmt: skip
+    if op == "dct":
+        terms |= dict(rows=torch.rand(batch, 1, 64, device=DEVICE, generator=generator),
+                      cols=torch.rand(batch, 1, 64, device=DEVICE, generator=generator))  # fmt: skip
+        op_fn, reference = sk.dct_filter, dct_filter_reference
+    else:
+        terms["table"] = torch.rand(batch, 64, 64, device=DEVICE, generator=generator)
+        op_fn, reference = sk.pixel_filter, pixel_filter_reference
+    out = op_fn(a, **terms)
+    tail = slice(batch - 2, batch)
+    expected = float64_reference(reference, {"a": a[tail]} | {k: (v[tail] if isinstance(v, torch.Tensor) else v)
+                                                                for k, v in terms.items()})  # fmt: skip
+    assert_matches(out[tail], expected, torch.float16)
 
 
 def test_gradients_match_the_reference(backend, generator):
