@@ -88,6 +88,9 @@ def test_celeba_folder_and_zip_with_both_crops(tmp_path):
     # The crop-140 recipe: centre 140x140 of the 178x218 image, resized to 64 (bicubic).
     first = Image.open(folder / "000001.jpg").convert("RGB").crop((19, 39, 159, 179)).resize((64, 64), Image.BICUBIC)
     np.testing.assert_array_equal(images[0].permute(1, 2, 0).numpy(), np.asarray(first))
+    # The 128 box (DDIM): rows 57-185, columns 25-153, centred at row 121, column 89.
+    first = Image.open(folder / "000001.jpg").convert("RGB").crop((25, 57, 153, 185)).resize((64, 64), Image.BICUBIC)
+    np.testing.assert_array_equal(box[0].permute(1, 2, 0).numpy(), np.asarray(first))
 
 
 def test_celeba_truncated_image_is_named(tmp_path):
@@ -99,6 +102,8 @@ def test_celeba_truncated_image_is_named(tmp_path):
         load_images(f"celeba:{folder}")
     with pytest.raises(DataError, match="crop must be one of"):
         load_images(f"celeba:{folder}:crop=100")
+    with pytest.raises(DataError, match="'abc' is not a whole number"):
+        load_images(f"celeba:{folder}:crop=abc")
 
 
 def test_image_folder(tmp_path):
@@ -136,6 +141,12 @@ def test_arrays(tmp_path):
     np.save(tmp_path / "floats.npy", nhwc.astype(np.float32))
     with pytest.raises(DataError, match="expected uint8 images"):
         load_images(f"npy:{tmp_path / 'floats.npy'}")
+    np.save(tmp_path / "rgba.npy", rng.integers(0, 256, (4, 8, 8, 4), dtype=np.uint8))
+    with pytest.raises(DataError, match=r"rgba\.npy: 4 channels"):
+        load_images(f"npy:{tmp_path / 'rgba.npy'}")
+    np.save(tmp_path / "features.npy", rng.integers(0, 256, (4, 8, 8, 16), dtype=np.uint8))
+    with pytest.raises(DataError, match="no channel axis"):
+        load_images(f"npy:{tmp_path / 'features.npy'}")
     np.savez(tmp_path / "two.npz", a=nhwc, b=nhwc)
     with pytest.raises(DataError, match="expected arr_0 or a single array"):
         load_images(f"npz:{tmp_path / 'two.npz'}")
@@ -153,3 +164,7 @@ def test_shapes_spec_and_range():
         load_images("imagenet:/data")
     with pytest.raises(DataError, match="needs a path"):
         load_images("cifar10")
+    with pytest.raises(DataError, match="'x' is not a whole number"):
+        load_images("shapes:x")
+    with pytest.raises(DataError, match="at least one image"):
+        load_images("shapes:0")

@@ -4,7 +4,8 @@
     shapes[:N]                 the built-in procedural set (N images, default 10 000; side from ``size``)
     cifar10:PATH               the python pickle batches (a folder with data_batch_1..5 / test_batch, or the
                                original cifar-10-python.tar.gz)
-    celeba:PATH[:crop=140|128] img_align_celeba as a folder or zip; centre crop 140 (or the 128 box), resize
+    celeba:PATH[:crop=140|128] img_align_celeba as a folder or zip; centre crop 140 (or the 128 box of DDIM and
+                               others: rows 57-185, columns 25-153 of the 178x218 aligned faces), resize
     folder:PATH                every png/jpg/jpeg/webp below PATH (recursive, sorted), centre-cropped to a square
                                and resized to ``size`` when given
     npz:PATH, npy:PATH         uint8 NHWC (the FID convention) or NCHW arrays; ``arr_0`` or the only array
@@ -43,7 +44,9 @@ def load_images(spec: str, *, size: int | None = None, split: str = "train") -> 
     """Images of the data set ``spec`` (see the module docstring) as uint8 ``[N, C, H, W]``."""
     kind, _, rest = spec.partition(":")
     if kind == "shapes":
-        count = int(rest) if rest else 10_000
+        count = _spec_integer(spec, rest) if rest else 10_000
+        if count < 1:
+            raise DataError(f"data spec {spec!r}: the shapes set needs at least one image")
         return from_model_range(make_shapes(count, size=size or 32))
     if not rest:
         raise DataError(f"data spec {spec!r} needs a path: {kind}:PATH")
@@ -51,7 +54,7 @@ def load_images(spec: str, *, size: int | None = None, split: str = "train") -> 
         images = load_cifar10(Path(rest), split=split)
     elif kind == "celeba":
         path, _, option = rest.partition(":crop=")
-        images = load_celeba(Path(path), crop=int(option) if option else 140, size=size or 64)
+        images = load_celeba(Path(path), crop=_spec_integer(spec, option) if option else 140, size=size or 64)
         size = None
     elif kind == "folder":
         images = load_folder(Path(rest), size=size)
@@ -64,6 +67,13 @@ def load_images(spec: str, *, size: int | None = None, split: str = "train") -> 
     if size is not None and images.shape[-1] != size:
         images = resize_batch(images, size)
     return images
+
+
+def _spec_integer(spec: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise DataError(f"data spec {spec!r}: {text!r} is not a whole number") from None
 
 
 def from_model_range(images: torch.Tensor) -> torch.Tensor:
@@ -126,15 +136,16 @@ def _decode(blob: bytes, name: str):
         raise DataError(f"{name}: cannot decode image ({type(error).__name__}: {error})") from error
 
 
-def _square_resize(image, size: int, crop: int | None = None):
-    """Centre crop (``crop`` pixels, else the largest square) and resize to size×size (bicubic, antialiased)."""
+def _square_resize(image, size: int, crop: int | None = None, *, centre_offset: int = 0):
+    """Crop a square (``crop`` pixels, else the largest) centred ``centre_offset`` pixels below the image centre and
+    resize it to size×size (bicubic, antialiased)."""
     from PIL import Image
 
     width, height = image.size
     side = crop or min(width, height)
-    if side > min(width, height):
+    left, top = (width - side) // 2, (height - side) // 2 + centre_offset
+    if side > width or top < 0 or top + side > height:
         raise DataError(f"crop {side} is larger than the image ({width}x{height})")
-    left, top = (width - side) // 2, (height - side) // 2
     image = image.crop((left, top, left + side, top + side))
     return image if side == size else image.resize((size, size), Image.BICUBIC)
 
@@ -144,10 +155,14 @@ def _to_tensor(images: list) -> torch.Tensor:
 
 
 def load_celeba(path: Path, *, crop: int = 140, size: int = 64) -> torch.Tensor:
-    """CelebA img_align_celeba (folder or zip) with a centre crop of ``crop`` (140, or the 128 box) resized to
-    ``size``: uint8 ``[N, 3, size, size]``."""
+    """CelebA img_align_celeba (folder or zip) cropped and resized to ``size``: uint8 ``[N, 3, size, size]``.
+
+    ``crop=140``: the centre 140×140 (score_sde, the paper's recipe). ``crop=128``: the 128×128 box centred at row
+    121, column 89 of the 178×218 faces (12 px below the centre: rows 57–185, columns 25–153), as in DDIM.
+    """
     if crop not in CELEBA_CROPS:
         raise DataError(f"celeba crop must be one of {CELEBA_CROPS}; got {crop}")
+    centre_offset = 12 if crop == 128 else 0
     _require(path)
     images = []
     if path.is_dir():
@@ -155,7 +170,9 @@ def load_celeba(path: Path, *, crop: int = 140, size: int = 64) -> torch.Tensor:
         if not files:
             raise DataError(f"{path}: no .jpg images (expected img_align_celeba/*.jpg)")
         for file in files:
-            images.append(_square_resize(_decode(file.read_bytes(), str(file)), size, crop))
+            images.append(
+                _square_resize(_decode(file.read_bytes(), str(file)), size, crop, centre_offset=centre_offset)
+            )
     else:
         try:
             archive = zipfile.ZipFile(path)
@@ -170,7 +187,7 @@ def load_celeba(path: Path, *, crop: int = 140, size: int = 64) -> torch.Tensor:
                     blob = archive.read(name)
                 except (zipfile.BadZipFile, OSError, EOFError) as error:
                     raise DataError(f"{path}:{name} is truncated or corrupt ({error})") from error
-                images.append(_square_resize(_decode(blob, f"{path}:{name}"), size, crop))
+                images.append(_square_resize(_decode(blob, f"{path}:{name}"), size, crop, centre_offset=centre_offset))
     return _to_tensor(images)
 
 
@@ -213,8 +230,13 @@ def load_array(path: Path) -> torch.Tensor:
     if array.dtype != np.uint8 or array.ndim != 4:
         raise DataError(f"{path}: expected uint8 images [N, H, W, C] or [N, C, H, W]; got {array.dtype} "
                         f"{array.shape}")  # fmt: skip
-    if array.shape[-1] in (1, 3) and array.shape[1] not in (1, 3):
+    channel_counts = (1, 3, 4)
+    if array.shape[-1] in channel_counts and array.shape[1] not in channel_counts:
         array = array.transpose(0, 3, 1, 2)
+    elif array.shape[1] not in channel_counts:
+        raise DataError(f"{path}: no channel axis of 1 or 3 in {array.shape} (expected [N, H, W, C] or [N, C, H, W])")
+    if array.shape[1] == 4:
+        raise DataError(f"{path}: 4 channels (RGBA?) in {array.shape}; the models take 1 or 3: drop the alpha channel")
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
