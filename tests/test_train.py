@@ -4,6 +4,8 @@ the NaN guard, 2-process DDP, per-seed sampling."""
 import itertools
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,7 +17,8 @@ import pytest
 import torch
 
 import softdiff.train as train_module
-from softdiff.checkpoints import list_checkpoints, load_latest
+from softdiff.checkpoints import checkpoint_path, list_checkpoints, load_latest, save_checkpoint
+from softdiff.loading import parse_seeds
 
 SMOKE = ["--preset", "smoke"]
 
@@ -96,6 +99,23 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path):
     assert "ckpt-00000003.pt" in result.stdout
 
 
+def test_unreadable_checkpoints_are_never_deleted(trained, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    for _, path in list_checkpoints(out / "checkpoints"):
+        path.write_bytes(b"not a checkpoint")
+    before = {path: path.read_bytes() for _, path in list_checkpoints(out / "checkpoints")}
+    result = run("softdiff.train", *SMOKE, "--out", str(out), check=False)
+    assert result.returncode != 0 and "no checkpoint in" in result.stderr and "nothing was deleted" in result.stderr
+    assert {path: path.read_bytes() for _, path in list_checkpoints(out / "checkpoints")} == before
+    # A run resumed below an unreadable newer checkpoint prunes only up to the one it writes, never that one.
+    folder = tmp_path / "prune"
+    save_checkpoint({"step": 2}, folder, 2, keep=1)
+    checkpoint_path(folder, 6).write_bytes(b"unreadable")
+    written = save_checkpoint({"step": 4}, folder, 4, keep=1)
+    assert [step for step, _ in list_checkpoints(folder)] == [4, 6] and written.exists()
+
+
 def test_nan_loss_stops_before_saving(tmp_path, monkeypatch):
     calls = []
     real_loss = train_module.soft_score_matching_loss
@@ -110,6 +130,24 @@ def test_nan_loss_stops_before_saving(tmp_path, monkeypatch):
     with pytest.raises(train_module.NonFiniteLoss, match="the loss is nan at step 4"):
         train_module.train(config, tmp_path / "run", preset=preset)
     assert [step for step, _ in list_checkpoints(tmp_path / "run" / "checkpoints")] == [3]
+
+
+def test_non_finite_gradient_stops_before_the_update(tmp_path, monkeypatch):
+    """A finite loss whose gradient is not (sqrt at 0): clipping would turn it into NaN weights, so it must stop."""
+    calls = []
+    real_loss = train_module.soft_score_matching_loss
+
+    def poisoned(*args, **kwargs):
+        calls.append(1)
+        loss = real_loss(*args, **kwargs)
+        return loss + (0 * loss).sqrt() if len(calls) == 5 else loss
+
+    monkeypatch.setattr(train_module, "soft_score_matching_loss", poisoned)
+    config, preset, _ = train_module.parse_args([*SMOKE, "--grad-clip", "0"])
+    with pytest.raises(train_module.NonFiniteLoss, match="the gradient norm is nan at step 4"):
+        train_module.train(config, tmp_path / "run", preset=preset)
+    assert [step for step, _ in list_checkpoints(tmp_path / "run" / "checkpoints")] == [3]
+    assert all(torch.isfinite(v).all() for v in final_weights(tmp_path / "run")["model"].values())
 
 
 def free_port():
@@ -154,15 +192,24 @@ def test_sample_cli_per_seed_reproducible(trained, tmp_path):
 
 def test_sample_cli_under_torchrun_equals_one_process(trained, tmp_path):
     # Five seeds over two ranks (3 + 2): the gathered .npz must hold the single-process images in seed order.
-    args = ["--ckpt", str(trained), "--seeds", "10-14", "--steps", "3", "--batch", "2", "--no-progress"]
+    # Seeds listed out of order stay in the listed order; the grid of a folder output holds every rank's images.
+    args = ["--ckpt", str(trained), "--seeds", "14,10-13", "--steps", "3", "--batch", "2", "--no-progress"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    run("torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port",
-        str(free_port()), "-m", "softdiff.sample", *args, "--out", str(tmp_path / "two.npz"), env=env)  # fmt: skip
+    torchrun = ["torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port"]
+    run(*torchrun, str(free_port()), "-m", "softdiff.sample", *args, "--out", str(tmp_path / "two.npz"), env=env)
     run("softdiff.sample", *args, "--out", str(tmp_path / "one.npz"), env=env)
     two, one = np.load(tmp_path / "two.npz")["arr_0"], np.load(tmp_path / "one.npz")["arr_0"]
     assert two.shape == one.shape == (5, 16, 16, 3)
     assert np.abs(two.astype(int) - one.astype(int)).max() <= 1
-    assert not list(tmp_path.glob(".two.npz.rank*"))  # the per-rank parts are cleaned up
+    run("softdiff.sample", *args[:2], "--seeds", "14", "--steps", "3", "--out", str(tmp_path / "alone.npz"), env=env)
+    assert np.abs(np.load(tmp_path / "alone.npz")["arr_0"][0].astype(int) - one[0].astype(int)).max() <= 1
+    folder_args = ["--ckpt", str(trained), "--num-samples", "3", "--steps", "2", "--no-progress", "--out"]
+    run(*torchrun, str(free_port()), "-m", "softdiff.sample", *folder_args, str(tmp_path / "two"), env=env)
+    run("softdiff.sample", *folder_args, str(tmp_path / "one"), env=env)
+    from PIL import Image
+
+    grids = [np.asarray(Image.open(tmp_path / name / "grid.png")).astype(int) for name in ("two", "one")]
+    assert grids[0].shape == grids[1].shape and np.abs(grids[0] - grids[1]).max() <= 1
 
 
 def test_sample_cli_restore_and_errors(trained, tmp_path):
@@ -178,6 +225,31 @@ def test_sample_cli_restore_and_errors(trained, tmp_path):
     no_level = run("softdiff.sample", "--ckpt", str(trained), "--restore", str(tmp_path / "in.png"), "--out",
                    str(tmp_path / "x"), check=False)  # fmt: skip
     assert no_level.returncode != 0 and "--restore needs --t-start" in no_level.stderr
+    # --add-noise draws each image's noise from its own seed: the same command twice gives the same pictures.
+    noisy = ["--restore", str(tmp_path / "in.png"), "--t-start", "0.3", "--add-noise", "--seeds", "4", "--steps", "2"]
+    for name in ("n1", "n2"):
+        run("softdiff.sample", "--ckpt", str(trained), *noisy, "--out", str(tmp_path / name), "--no-progress")
+    first, second = ((tmp_path / name / "restore-seed-000004.png").read_bytes() for name in ("n1", "n2"))
+    assert first == second
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--t-start", "0.5"], "--t-start and --add-noise apply to --restore's image"),
+        (["--restore", "x.png", "--t-start", "0.5", "--out", "r.npz"], "give --out a folder, not a .npz"),
+        (["--n", "0"], "--n must be >= 1"),
+        (["--batch", "0"], "--steps and --batch must be >= 1"),
+    ],
+)
+def test_sample_cli_names_bad_options(flags, message):
+    from softdiff.sample import parse_args
+
+    out = [] if "--out" in flags else ["--out", "samples"]
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        parse_args(["--ckpt", "run", *out, *flags])
+    with pytest.raises(SystemExit, match="the range 3-1 is empty"):
+        parse_seeds("3-1")
 
 
 def test_train_rejects_bad_options(tmp_path):
@@ -185,8 +257,55 @@ def test_train_rejects_bad_options(tmp_path):
     assert result.returncode != 0 and "--net must be one of" in result.stderr
     other = tmp_path / "other"
     run("softdiff.train", *SMOKE, "--out", str(other))
-    clash = run("softdiff.train", *SMOKE, "--out", str(other), "--resolution", "32", check=False)
+    clash = run("softdiff.train", *SMOKE, "--out", str(other), "--resolution", "32", "--sigma-max", "7", check=False)
     assert clash.returncode != 0 and "use another --out" in clash.stderr
+    assert "resolution=16, sigma_max=100.0; this command asks for resolution=32, sigma_max=7.0" in clash.stderr
+    # What a resumed run may change: its length and what it writes.
+    longer = run("softdiff.train", *SMOKE, "--out", str(other), "--steps", "8", "--log-every", "2", "--keep", "1")
+    assert "resuming from" in longer.stdout and [s for s, _ in list_checkpoints(other / "checkpoints")] == [8]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--log-every", "0"], "--log-every, --ckpt-every and --sample-every must be >= 1"),
+        (["--resolution", "30"], "--resolution must be a multiple of 4 for the tiny net"),
+        (["--dropout", "2"], "--dropout must lie in [0, 1)"),
+        (["--nfe", "0"], "--nfe and --sample-count must be >= 1"),
+        (["--sigma-min", "2", "--sigma-max", "1"], "need 0 < --sigma-min <= --sigma-max"),
+        (["--grad-clip", "-1"], "--grad-clip must be >= 0"),
+    ],
+)
+def test_bad_settings_are_named_before_anything_runs(flags, message):
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        train_module.parse_args([*SMOKE, *flags])
+
+
+def test_bad_data_and_device_are_named(tmp_path):
+    config, preset, _ = train_module.parse_args([*SMOKE, "--data", "shapes:x"])
+    with pytest.raises(SystemExit, match=re.escape("--data shapes:x: data spec 'shapes:x': 'x' is not a whole number")):
+        train_module.train(config, tmp_path / "x", preset=preset)
+    config, preset, _ = train_module.parse_args([*SMOKE, "--data", f"cifar10:{tmp_path / 'nowhere.tar.gz'}"])
+    with pytest.raises(SystemExit, match="data not found"):
+        train_module.train(config, tmp_path / "x", preset=preset)
+    if not torch.cuda.is_available():
+        config, preset, _ = train_module.parse_args([*SMOKE, "--device", "cuda"])
+        with pytest.raises(SystemExit, match="--device cuda, but PyTorch sees no CUDA GPU"):
+            train_module.train(config, tmp_path / "x", preset=preset)
+    assert not (tmp_path / "x").exists()
+
+
+def test_fresh_start_rewrites_a_log_and_clears_partial_checkpoints(tmp_path):
+    """A run killed before its first checkpoint leaves log lines (one torn) and maybe a half-written checkpoint:
+    the next run starts over and its log holds each step once."""
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "log.jsonl").write_text('{"step": 1, "loss": 0.5}\n{"step": 2, "loss": 0.4}\n{"step": 3, "lo')
+    partial = out / "checkpoints" / ".ckpt-00000003.pt.tmp-12345"
+    partial.write_bytes(b"half a checkpoint")
+    run("softdiff.train", *SMOKE, "--out", str(out))
+    assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
+    assert not partial.exists()
 
 
 def test_bf16_autocast_and_channels_last_run_and_resume_exactly(tmp_path):

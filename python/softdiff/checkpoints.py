@@ -46,9 +46,20 @@ def save_checkpoint(state: dict, folder: Path, step: int, *, keep: int) -> Path:
         os.fsync(directory)
     finally:
         os.close(directory)
-    for _, old in list_checkpoints(folder)[:-keep] if keep > 0 else []:
+    # Prune among checkpoints up to this one: never the file just written, nor newer (unreadable) ones that the
+    # run resumed past, which load_latest leaves in place for the user to inspect.
+    up_to_now = [old for old_step, old in list_checkpoints(folder) if old_step <= step]
+    for old in up_to_now[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
     return path
+
+
+def remove_partial_writes(folder: Path) -> None:
+    """Delete temporary files a run killed while saving left behind (never a complete checkpoint)."""
+    folder = Path(folder)
+    if folder.is_dir():
+        for temporary in folder.glob(".ckpt-*.pt.tmp-*"):
+            temporary.unlink(missing_ok=True)
 
 
 def load_latest(folder: Path, *, map_location="cpu") -> tuple[dict, Path] | None:

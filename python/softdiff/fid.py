@@ -362,9 +362,9 @@ def score_command(argv) -> int:
     parser.add_argument("--metrics", default=None, help="comma list of fid, kid, swd, randfd (default fid,kid)")
     parser.add_argument("--mode", default="clean", choices=MODES, help="clean-fid mode (default clean)")
     parser.add_argument("--stats-dir", default=None, help="folder holding clean-fid statistics files")
-    parser.add_argument(
-        "--n", type=int, default=None, help=f"samples to score (default: all; {DEFAULT_GENERATED} with --ckpt)"
-    )
+    parser.add_argument("--n", "--num-samples", dest="n", type=int, default=None,
+                        help=f"samples to score (default: all; {DEFAULT_GENERATED} with --ckpt); under torchrun "
+                             "write --num-samples (torchrun takes --n for one of its own options)")  # fmt: skip
     parser.add_argument("--json", default=None, help="write the results to this JSON file")
     parser.add_argument("--ckpt", default=None, help="generator mode: checkpoint file or run folder")
     parser.add_argument("--seeds", default=None, help="generator seeds, e.g. 0-49999 (default 0..n-1)")

@@ -22,9 +22,12 @@ def parse_seeds(text: str) -> list[int]:
     for part in text.split(","):
         first, dash, last = part.strip().partition("-")
         try:
-            seeds.extend(range(int(first), int(last) + 1) if dash else [int(first)])
+            first, last = int(first), int(last) if dash else int(first)
         except ValueError as error:
             raise SystemExit(f"--seeds must look like 0-63 or 1,5,9; got {text!r}") from error
+        if last < first:
+            raise SystemExit(f"--seeds: the range {part.strip()} is empty (write first-last with first <= last)")
+        seeds.extend(range(first, last + 1))
     if any(s < 0 for s in seeds):
         raise SystemExit("--seeds must be >= 0")
     return seeds

@@ -7,8 +7,9 @@
 ``--ckpt`` is a checkpoint file or a run folder (its newest readable checkpoint). The EMA weights are used
 unless ``--weights model``. Image b is a function of its seed alone, whatever batch or rank it falls in.
 Output: a folder (one PNG per seed, ``seed-000123.png``, and ``grid.png`` of the first 64) or a ``.npz`` holding
-uint8 NHWC images under ``arr_0`` (what FID tools read), in seed order. Under ``torchrun`` the seeds are split
-over the ranks.
+uint8 NHWC images under ``arr_0`` (what FID tools read), in the order the seeds are listed. Under ``torchrun`` the
+seeds are split over the ranks and gathered on rank 0 through the process group (write ``--num-samples`` for
+``--n`` there: torchrun reads ``--n`` as one of its own options).
 
 Restoration (``--restore IMAGE``): the image, centre-cropped and resized to the model's resolution, is taken
 as x_T at ``--t-start`` T (``--add-noise`` first adds σ_T noise, for a clean but blurry input) and the
@@ -27,26 +28,36 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from softdiff_kernels import seeded_normal
+
 from .images import save_image_grid, to_uint8
 from .loading import load_model, parse_seeds
 from .samplers import SAMPLERS, sample
 
+RESTORE_NOISE_STREAM = 2**32 - 1  # --add-noise's η; the sampler uses streams 0 (prior) and 1..steps
+
 
 def load_restore_image(path: Path, resolution: int) -> torch.Tensor:
-    from .data.loaders import _decode, _square_resize
+    """The image at ``path``, centre-cropped and resized to the model's side: ``[1, 3, resolution, resolution]``."""
+    from .data.loaders import DataError, _decode, _square_resize
 
     if not path.exists():
         raise SystemExit(f"softdiff.sample: image not found: {path}")
-    image = _square_resize(_decode(path.read_bytes(), str(path)), resolution)
+    try:
+        image = _square_resize(_decode(path.read_bytes(), str(path)), resolution)
+    except DataError as error:
+        raise SystemExit(f"softdiff.sample: --restore: {error}") from error
     array = torch.from_numpy(np.asarray(image, dtype=np.uint8)).permute(2, 0, 1)
     return array.float()[None] / 127.5 - 1
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m softdiff.sample", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--ckpt", required=True, help="checkpoint file or run folder")
-    parser.add_argument("--n", type=int, default=None, help="number of samples (seeds 0..n-1 unless --seeds)")
+    parser.add_argument("--n", "--num-samples", dest="n", type=int, default=None,
+                        help="number of samples (seeds 0..n-1 unless --seeds); under torchrun write --num-samples "
+                             "(torchrun takes --n for its own --nnodes/--nproc-per-node)")  # fmt: skip
     parser.add_argument("--seeds", default=None, help="seeds, e.g. 0-63 or 1,5,9 (inclusive ranges)")
     parser.add_argument("--steps", type=int, default=100, help="network evaluations per sample (default 100)")
     parser.add_argument("--sampler", default="momentum", choices=SAMPLERS, help="sampler (default momentum)")
@@ -59,21 +70,54 @@ def main(argv=None) -> int:
     parser.add_argument("--add-noise", action="store_true", help="add σ(t_start) noise to --restore's image first")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    problems = [
+        (args.n is not None and args.n < 1, f"--n must be >= 1; got {args.n}"),
+        (args.steps < 1 or args.batch < 1, "--steps and --batch must be >= 1"),
+        (args.restore is not None and args.t_start is None,
+         "--restore needs --t-start (the corruption level of the image)"),
+        (args.restore is None and (args.t_start is not None or args.add_noise),
+         "--t-start and --add-noise apply to --restore's image; sampling from noise starts at t = 1"),
+        (args.restore is not None and args.out.endswith(".npz"),
+         "--restore writes input | restored PNGs: give --out a folder, not a .npz"),
+        (args.t_start is not None and not 0 < args.t_start <= 1, f"--t-start must lie in (0, 1]; got {args.t_start}"),
+        (bool(args.device) and args.device.startswith("cuda") and not torch.cuda.is_available(),
+         f"--device {args.device}, but PyTorch sees no CUDA GPU here"),
+    ]  # fmt: skip
+    for bad, message in problems:
+        if bad:
+            raise SystemExit(f"softdiff.sample: {message}")
+    return args
 
+
+def gather_in_listed_order(items: torch.Tensor, rank: int, world: int) -> torch.Tensor | None:
+    """Rank r holds the items at positions r, r + world, r + 2·world, ... of the seed list: on rank 0, all of them
+    in list order (None on the other ranks). Through the process group, so no shared file system is needed."""
+    if world == 1:
+        return items
+    parts = [None] * world if rank == 0 else None
+    dist.gather_object(items, parts, dst=0)
+    if rank != 0:
+        return None
+    merged = torch.empty(sum(len(p) for p in parts), *items.shape[1:], dtype=items.dtype)
+    for r, part in enumerate(parts):
+        merged[r::world] = part
+    return merged
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     wants_cuda = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
     device = torch.device(f"cuda:{local_rank}" if wants_cuda and world > 1 else (args.device or
                           ("cuda" if torch.cuda.is_available() else "cpu")))  # fmt: skip
     if world > 1:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     seeds = parse_seeds(args.seeds) if args.seeds else list(range(args.n if args.n is not None else 64))
     if args.n is not None and args.seeds and args.n != len(seeds):
         raise SystemExit(f"softdiff.sample: --n {args.n} but --seeds lists {len(seeds)} seeds")
-    if args.restore is not None and args.t_start is None:
-        raise SystemExit("softdiff.sample: --restore needs --t-start (the corruption level of the image)")
-    if args.t_start is not None and not 0 < args.t_start <= 1:
-        raise SystemExit(f"softdiff.sample: --t-start must lie in (0, 1]; got {args.t_start}")
     denoiser, process, config = load_model(args.ckpt, weights=args.weights, device=device)
     out = Path(args.out)
     to_npz = out.suffix == ".npz"
@@ -88,9 +132,10 @@ def main(argv=None) -> int:
         x_start = None
         if restore is not None:
             x_start = restore.expand(len(batch_seeds), -1, -1, -1).to(device)
-            if args.add_noise:
+            if args.add_noise:  # each image's noise from its own seed, like everything else it depends on
                 t = torch.full((len(batch_seeds),), args.t_start, device=device)
-                x_start = x_start + process.sigma(t).view(-1, 1, 1, 1) * torch.randn_like(x_start)
+                eta = seeded_normal(torch.tensor(batch_seeds, device=device), shape, RESTORE_NOISE_STREAM)
+                x_start = x_start + process.sigma(t).view(-1, 1, 1, 1) * eta
         images = sample(denoiser, process, (len(batch_seeds), *shape), steps=args.steps, sampler=args.sampler,
                         seeds=batch_seeds, x_start=x_start, t_start=args.t_start or 1.0, device=device,
                         progress=not args.no_progress and rank == 0)  # fmt: skip
@@ -102,23 +147,20 @@ def main(argv=None) -> int:
                 save_image_grid(image[None], folder / f"seed-{seed:06d}.png", padding=0)
         results.append(images)
     images = torch.cat(results) if results else torch.empty(0, *shape)
-    if to_npz and restore is None:
-        part = folder / f".{out.name}.rank{rank}.npz"
-        np.savez(part, seeds=np.array(mine, dtype=np.int64), arr_0=to_uint8(images).numpy())
-        if world > 1:
-            dist.barrier()
+    if to_npz:
+        everything = gather_in_listed_order(to_uint8(images), rank, world)
         if rank == 0:
-            parts = [np.load(folder / f".{out.name}.rank{r}.npz") for r in range(world)]
-            order = np.concatenate([p["seeds"] for p in parts])
-            arrays = np.concatenate([p["arr_0"] for p in parts])
-            np.savez(out, arr_0=arrays[np.argsort(order, kind="stable")])
-            for r in range(world):
-                (folder / f".{out.name}.rank{r}.npz").unlink()
-            print(f"softdiff.sample: wrote {len(order)} images to {out}", file=sys.stderr)
-    elif restore is None and rank == 0:
-        save_image_grid(images[:64], folder / "grid.png", scale=2)
-        print(f"softdiff.sample: wrote {len(mine)} images to {folder}", file=sys.stderr)
+            np.savez(out, arr_0=everything.numpy())
+            print(f"softdiff.sample: wrote {len(seeds)} images to {out}", file=sys.stderr)
+    elif restore is None:
+        first = gather_in_listed_order(images[: -(-64 // world)], rank, world)  # enough for the first 64 listed
+        if rank == 0:
+            save_image_grid(first[:64], folder / "grid.png", scale=2)
+            print(f"softdiff.sample: wrote {len(seeds)} images to {folder}", file=sys.stderr)
+    elif rank == 0:
+        print(f"softdiff.sample: wrote {len(seeds)} restorations to {folder}", file=sys.stderr)
     if world > 1:
+        dist.barrier()  # rank 0 may still be writing: a peer that exits first can abort its gloo connection
         dist.destroy_process_group()
     return 0
 

@@ -34,8 +34,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .checkpoints import load_latest, save_checkpoint
-from .data import load_images, to_model_range
+from .checkpoints import list_checkpoints, load_latest, remove_partial_writes, save_checkpoint
+from .data import DataError, load_images, to_model_range
 from .denoiser import Denoiser, data_second_moment
 from .images import save_image_grid
 from .losses import LOSSES, WEIGHTINGS, soft_score_matching_loss, stratified_times
@@ -174,13 +174,45 @@ def check_config(config: TrainConfig) -> None:
               (config.sampler in SAMPLERS, f"--sampler must be one of {SAMPLERS}"),
               (config.steps >= 1 and config.batch >= 1, "--steps and --batch must be >= 1"),
               (config.keep >= 1, "--keep must be >= 1"), (0 <= config.ema < 1, "--ema must lie in [0, 1)"),
-              (config.lr > 0, "--lr must be > 0"),
+              (config.lr > 0, "--lr must be > 0"), (config.warmup >= 0, "--warmup must be >= 0"),
+              (config.grad_clip >= 0, "--grad-clip must be >= 0 (0: off)"),
+              (0 < config.sigma_min <= config.sigma_max, "need 0 < --sigma-min <= --sigma-max"),
+              (config.blur_max is None or config.blur_max >= 0, "--blur-max must be >= 0"),
+              (config.dropout is None or 0 <= config.dropout < 1, "--dropout must lie in [0, 1)"),
+              (min(config.log_every, config.ckpt_every, config.sample_every) >= 1,
+               "--log-every, --ckpt-every and --sample-every must be >= 1"),
+              (config.nfe >= 1 and config.sample_count >= 1, "--nfe and --sample-count must be >= 1"),
+              (config.resolution >= 4 and config.resolution % network_factor(config.net) == 0,
+               f"--resolution must be a multiple of {network_factor(config.net)} for the {config.net} net"),
               (config.lr_decay in LR_DECAYS, f"--lr-decay must be one of {LR_DECAYS}"),
               (math.isfinite(config.t_power) and config.t_power > 0, "--t-power must be a number > 0"),
               (0 <= config.t_uniform <= 1, "--t-uniform must lie in [0, 1]")]  # fmt: skip
     for ok, message in checks:
         if not ok:
             raise SystemExit(f"softdiff.train: {message}")
+
+
+def network_factor(net: str) -> int:
+    """What image sides must be a multiple of for the U-Net of size ``net`` (it halves them levels − 1 times)."""
+    return 2 ** (len(NETWORK_SIZES[net].channel_multipliers) - 1) if net in NETWORK_SIZES else 1
+
+
+# Settings a resumed run may change: how long it runs and what it writes, where and how fast it computes. The rest
+# define the run (its model, data, process and optimisation); resuming with other values would silently train
+# a hybrid, so it is refused.
+RESUMABLE_CHANGES = ("steps", "device", "compile", "channels_last", "nfe", "sampler", "sample_count", "log_every",
+                     "ckpt_every", "sample_every", "keep")  # fmt: skip
+
+
+def check_resumable(saved: TrainConfig, config: TrainConfig, path: Path) -> None:
+    changed = [f.name for f in fields(TrainConfig)
+               if f.name not in RESUMABLE_CHANGES and getattr(saved, f.name) != getattr(config, f.name)]  # fmt: skip
+    if changed:
+        was = ", ".join(f"{name}={getattr(saved, name)!r}" for name in changed)
+        now = ", ".join(f"{name}={getattr(config, name)!r}" for name in changed)
+        flags = ", ".join("--" + name.replace("_", "-") for name in RESUMABLE_CHANGES)
+        raise SystemExit(f"softdiff.train: {path} was trained with {was}; this command asks for {now}. A resumed run "
+                         f"keeps its settings except {flags}: use another --out for a different run.")  # fmt: skip
 
 
 # --- pieces of a run ------------------------------------------------------------------------------------------
@@ -269,6 +301,8 @@ class Distributed:
 
 
 def setup_distributed(config: TrainConfig) -> tuple[Distributed, torch.device]:
+    if config.device and config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"softdiff.train: --device {config.device}, but PyTorch sees no CUDA GPU here")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -282,6 +316,15 @@ def setup_distributed(config: TrainConfig) -> tuple[Distributed, torch.device]:
     if config.batch % world:
         raise SystemExit(f"softdiff.train: --batch {config.batch} must be divisible by the {world} ranks")
     return Distributed(rank, world, local_rank), device
+
+
+def global_mean(value: torch.Tensor, ddp: Distributed) -> float:
+    """The mean of a scalar over the ranks (its value with one rank)."""
+    if ddp.world > 1:
+        value = value.clone()
+        dist.all_reduce(value)
+        value /= ddp.world
+    return value.item()
 
 
 def rng_states() -> dict:
@@ -337,11 +380,21 @@ def check_ranks_agree(net: torch.nn.Module, ddp: Distributed) -> None:
 
 
 def rewrite_log(path: Path, last_step: int) -> None:
-    """Keep the log lines of steps ≤ last_step (a resumed run repeats the steps after its checkpoint)."""
+    """Keep the log lines of steps ≤ last_step: the run goes on from its checkpoint at last_step (0: a fresh start)
+    and repeats the steps after it. A line torn by a kill is dropped. Atomic: the old log stays whole until the
+    new one replaces it."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
-    path.write_text("".join(line + "\n" for line in kept))
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= last_step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary.write_text("".join(line + "\n" for line in kept))
+    os.replace(temporary, path)
 
 
 # --- the run --------------------------------------------------------------------------------------------------
@@ -351,7 +404,10 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
     """Run (or resume) training; returns a summary. See the module docstring."""
     ddp, device = setup_distributed(config)
     torch.manual_seed(config.seed)
-    images = load_images(config.data, size=config.resolution)  # uint8 [N, C, H, W]
+    try:
+        images = load_images(config.data, size=config.resolution)  # uint8 [N, C, H, W]
+    except (DataError, FileNotFoundError) as error:
+        raise SystemExit(f"softdiff.train: --data {config.data}: {error}") from error
     channels = images.shape[1]
     process = build_process(config)
     net = build_network(config, channels).to(device)
@@ -361,12 +417,14 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
     start_step = 0
     second_moment = None
     resumed = load_latest(out / "checkpoints")
+    if resumed is None and list_checkpoints(out / "checkpoints"):
+        raise SystemExit(
+            f"softdiff.train: no checkpoint in {out / 'checkpoints'} loads (see above), so the run "
+            "cannot resume; nothing was deleted. Move them aside to start over, or use another --out."
+        )
     if resumed is not None:
         state, path = resumed
-        saved = TrainConfig(**state["config"])
-        if (saved.net, saved.resolution, saved.data) != (config.net, config.resolution, config.data):
-            raise SystemExit(f"softdiff.train: {path} was trained with net={saved.net}, resolution={saved.resolution}, "
-                             f"data={saved.data}; use another --out for a different run")  # fmt: skip
+        check_resumable(TrainConfig(**state["config"]), config, path)
         net.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
@@ -376,7 +434,6 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
         start_step = state["step"]
         if ddp.is_main:
             print(f"softdiff.train: resuming from {path} (step {start_step})", flush=True)
-            rewrite_log(out / "log.jsonl", start_step)
     else:
         if config.prior == "fit":
             process.fit_prior(to_model_range(images), batch_size=1024)
@@ -396,6 +453,8 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
     denoiser = Denoiser(model, process, precond=config.precond, second_moment=second_moment)
     if ddp.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        rewrite_log(out / "log.jsonl", start_step)
+        remove_partial_writes(out / "checkpoints")
         precision = str(network_dtype or torch.float32).removeprefix("torch.")
         print(f"softdiff.train: preset {preset}, {len(images)} images {tuple(images.shape[1:])}, net {config.net} "
               f"({count_parameters(net) / 1e6:.2f}M parameters, {precision}), device {device}, {ddp.world} rank(s), "
@@ -428,7 +487,7 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
             x0 = x0.to(device, non_blocking=True)
             if config.channels_last:
                 x0 = x0.contiguous(memory_format=torch.channels_last)
-            torch.manual_seed(config.seed * 1_000_003 + step)  # dropout
+            torch.manual_seed((config.seed * 1_000_003 + step) * 4096 + ddp.rank)  # dropout: each rank its own
             lr = learning_rate(config, step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -441,15 +500,18 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
                 t=t_global[mine].to(device),
                 seeds=seeds_global[mine].to(device),
             )
-            loss_value = loss.item()
+            loss_value = global_mean(loss.detach(), ddp)  # every rank sees the same value and stops together
             if not math.isfinite(loss_value):
                 raise NonFiniteLoss(f"the loss is {loss_value} at step {step}; stopping before anything is saved "
                                     "(the last checkpoint is intact). Try a lower --lr or --amp off.")  # fmt: skip
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
-            if config.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
+            scaler.unscale_(optimizer)
+            gradient_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip or math.inf)
+            if not scaler.is_enabled() and not torch.isfinite(gradient_norm):  # fp16's scaler skips such steps itself
+                raise NonFiniteLoss(f"the gradient norm is {gradient_norm.item()} at step {step} (loss {loss_value}); "
+                                    "stopping before the weights are updated (the last checkpoint is intact). Try a "
+                                    "lower --lr or --amp off.")  # fmt: skip
             scaler.step(optimizer)
             scaler.update()
             update_ema(ema, net, ema_decay(config.ema, step))
