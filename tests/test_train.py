@@ -17,7 +17,14 @@ import pytest
 import torch
 
 import softdiff.train as train_module
-from softdiff.checkpoints import checkpoint_path, list_checkpoints, load_latest, save_checkpoint
+from softdiff.checkpoints import (
+    UnsafeCheckpoint,
+    checkpoint_path,
+    list_checkpoints,
+    load_latest,
+    read_checkpoint,
+    save_checkpoint,
+)
 from softdiff.loading import parse_seeds
 
 SMOKE = ["--preset", "smoke"]
@@ -54,6 +61,7 @@ def test_smoke_training_end_to_end(tmp_path):
     state = final_weights(out)
     assert {"model", "ema", "optimizer", "scaler", "step", "rng", "data_position", "config", "process"} <= set(state)
     assert state["data_position"] == 6 * 8 and state["config"]["net"] == "tiny"
+    torch.load(out / "checkpoints" / "ckpt-00000006.pt", weights_only=True)  # tensors and plain values only
     # The closing lines say what was written and how to go on; a second run of a finished one says so.
     assert "steps 0 -> 6" in result.stdout and str(out / "samples" / "step-00000006.png") in result.stdout
     assert str(out / "checkpoints" / "ckpt-00000006.pt") in result.stdout
@@ -114,6 +122,16 @@ def test_unreadable_checkpoints_are_never_deleted(trained, tmp_path):
     checkpoint_path(folder, 6).write_bytes(b"unreadable")
     written = save_checkpoint({"step": 4}, folder, 4, keep=1)
     assert [step for step, _ in list_checkpoints(folder)] == [4, 6] and written.exists()
+
+
+def test_checkpoints_that_need_more_than_a_weights_only_load_are_refused_unless_trusted(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt-00000001.pt"
+    torch.save({"step": 1, "rng": np.random.get_state()}, path)  # a numpy array: code runs to rebuild it  # noqa: NPY002
+    with pytest.raises(UnsafeCheckpoint, match="SOFTDIFF_TRUST_CHECKPOINTS=1 loads it"):
+        read_checkpoint(path)
+    assert load_latest(tmp_path) is None
+    monkeypatch.setenv("SOFTDIFF_TRUST_CHECKPOINTS", "1")
+    assert read_checkpoint(path)["step"] == 1
 
 
 def test_nan_loss_stops_before_saving(tmp_path, monkeypatch):
@@ -279,6 +297,14 @@ def test_train_rejects_bad_options(tmp_path):
 def test_bad_settings_are_named_before_anything_runs(flags, message):
     with pytest.raises(SystemExit, match=re.escape(message)):
         train_module.parse_args([*SMOKE, *flags])
+
+
+def test_help_lists_defaults_and_presets(capsys):
+    with pytest.raises(SystemExit):
+        train_module.parse_args(["--help"])
+    shown = capsys.readouterr().out
+    assert "defaults: data=shapes, resolution=32" in shown and "demo: data=shapes:4096" in shown
+    assert "--sigma-max SIGMA_MAX" in shown and "data in [-1, 1] units" in shown
 
 
 def test_bad_data_and_device_are_named(tmp_path):

@@ -92,7 +92,7 @@ def test_schedule_compare_end_to_end(tmp_path):
     records = json.loads((out / "schedule_compare.json").read_text())["records"]
     cells = {(r["schedule"], r["seed"], r["nfe"], r["metric"]) for r in records}
     assert cells == {(s, 1, 2, m) for s in compare.SCHEDULES for m in compare.METRICS}
-    state = torch.load(tmp_path / "runs" / "designed-seed1" / "checkpoints" / "ckpt-00000002.pt", weights_only=False)
+    state = torch.load(tmp_path / "runs" / "designed-seed1" / "checkpoints" / "ckpt-00000002.pt", weights_only=True)
     assert state["config"]["schedule_file"] == "shapes-16" and state["config"]["seed"] == 1
     assert "Verdicts" in (out / "schedule_compare.md").read_text()
 

@@ -8,6 +8,7 @@ newest checkpoint that loads, saying which newer ones were unreadable and why.
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import sys
 from pathlib import Path
@@ -62,12 +63,32 @@ def remove_partial_writes(folder: Path) -> None:
             temporary.unlink(missing_ok=True)
 
 
+TRUST_VARIABLE = "SOFTDIFF_TRUST_CHECKPOINTS"
+
+
+class UnsafeCheckpoint(ValueError):
+    """A checkpoint holds Python objects that a weights-only load refuses to build."""
+
+
+def read_checkpoint(path: Path, *, map_location="cpu") -> dict:
+    """A checkpoint's state dict, read with ``weights_only=True``: softdiff writes only tensors and plain values, so
+    a file that needs more (arbitrary code on unpickling) is refused unless SOFTDIFF_TRUST_CHECKPOINTS=1."""
+    trusted = os.environ.get(TRUST_VARIABLE) == "1"
+    try:
+        return torch.load(path, map_location=map_location, weights_only=not trusted)
+    except pickle.UnpicklingError as error:
+        raise UnsafeCheckpoint(
+            f"it holds Python objects that a weights-only load refuses (written by softdiff before 2026-11-28, or "
+            f"not by softdiff); if you trust the file, {TRUST_VARIABLE}=1 loads it in full"
+        ) from error
+
+
 def load_latest(folder: Path, *, map_location="cpu") -> tuple[dict, Path] | None:
     """The newest checkpoint in ``folder`` that loads, or None if there is none; unreadable newer ones are
     reported on stderr and left in place (nothing is deleted)."""
     for step, path in reversed(list_checkpoints(folder)):
         try:
-            state = torch.load(path, map_location=map_location, weights_only=False)
+            state = read_checkpoint(path, map_location=map_location)
             if not isinstance(state, dict) or state.get("step") != step:
                 raise ValueError("its contents do not match its name")
             return state, path

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import load_latest
+from .checkpoints import load_latest, read_checkpoint
 from .denoiser import Denoiser
 from .process import SoftDiffusionProcess
 from .train import TrainConfig, build_network
@@ -45,7 +45,7 @@ def load_model(ckpt: str, *, weights: str, device: torch.device):
         if not path.exists():
             raise SystemExit(f"softdiff: checkpoint not found: {path}")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
+            state = read_checkpoint(path)
         except Exception as error:
             raise SystemExit(f"softdiff: cannot read checkpoint {path} ({type(error).__name__}: {error})") from error
     config = TrainConfig(**state["config"])

@@ -3,7 +3,8 @@
 With no arguments it trains the ``demo`` preset on the built-in ``shapes`` data on whatever device is there
 and writes, under ``--out`` (default ``runs/<preset>``):
 
-    log.jsonl              one JSON object per logged step: step, loss, img_per_s, lr, seconds
+    log.jsonl              one JSON object per logged step: step, loss (mean since the last line), img_per_s, lr,
+                           seconds
     samples/step-N.png     sample grids from the EMA network with fixed seeds
     checkpoints/ckpt-N.pt  model, EMA, optimizer, AMP scaler, step, RNG states, data position, the full config
                            and the process (schedules, prior statistics); written atomically, the last k kept
@@ -147,7 +148,11 @@ class NonFiniteLoss(RuntimeError):
 
 
 def parse_args(argv=None) -> tuple[TrainConfig, str, Path]:
-    parser = argparse.ArgumentParser(prog="python -m softdiff.train", description=__doc__,
+    listed = {"defaults": asdict(TrainConfig()), **PRESETS}
+    epilog = "Values: the defaults, then what each preset sets; a flag overrides either.\n" + "\n".join(
+        f"  {name}: " + ", ".join(f"{key}={value}" for key, value in values.items()) for name, values in listed.items()
+    )
+    parser = argparse.ArgumentParser(prog="python -m softdiff.train", description=__doc__, epilog=epilog,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--preset", default="demo", choices=sorted(PRESETS), help="starting values (default demo)")
     parser.add_argument("--out", default=None, help="run folder (default runs/<preset>)")
@@ -328,14 +333,28 @@ def global_mean(value: torch.Tensor, ddp: Distributed) -> float:
 
 
 def rng_states() -> dict:
+    """The global generators' states as tensors and plain values (so a weights-only ``torch.load`` reads them)."""
+    kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()  # noqa: NPY002 - the global state
     states = {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),  # noqa: NPY002 - the global state, saved as is
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gaussian),
         "python": random.getstate(),
     }
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
+
+
+def restore_rng_states(states: dict) -> None:
+    """Set the global generators to :func:`rng_states`' values. Each step reseeds what it draws, so this only
+    matters to code outside the step that draws from the global generators."""
+    torch.set_rng_state(states["torch"])
+    kind, keys, position, has_gauss, cached_gaussian = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian))  # noqa: NPY002
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def ema_decay(decay: float, step: int) -> float:
@@ -432,6 +451,7 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
         process = SoftDiffusionProcess.from_dict(state["process"])
         second_moment = state.get("second_moment")
         start_step = state["step"]
+        restore_rng_states(state["rng"])
         if ddp.is_main:
             print(f"softdiff.train: resuming from {path} (step {start_step})", flush=True)
     else:
@@ -469,7 +489,7 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
         progress = tqdm(
             total=config.steps, initial=start_step, unit="step", dynamic_ncols=True, file=sys.stdout, mininterval=2.0
         )
-    window_start, window_images, loss_value = time.perf_counter(), 0, float("nan")
+    window_start, window_images, window_loss, loss_value = time.perf_counter(), 0, 0.0, float("nan")
     run_start, last_grid, last_checkpoint = window_start, None, None
     try:
         for step in range(start_step, config.steps):
@@ -516,17 +536,20 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
             scaler.update()
             update_ema(ema, net, ema_decay(config.ema, step))
             window_images += config.batch
+            window_loss += loss_value
             done = step + 1
             if ddp.is_main:
                 progress.update(1)
                 if done % config.log_every == 0 or done == config.steps:
                     elapsed = time.perf_counter() - window_start
-                    record = {"step": done, "loss": loss_value, "img_per_s": window_images / elapsed, "lr": lr,
+                    mean_loss = window_loss / (window_images // config.batch)
+                    record = {"step": done, "loss": mean_loss, "img_per_s": window_images / elapsed, "lr": lr,
                               "seconds": elapsed}  # fmt: skip
                     log_file.write(json.dumps(record) + "\n")
                     log_file.flush()
-                    progress.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{record['img_per_s']:.1f}")
-                    window_start, window_images = time.perf_counter(), 0
+                    progress.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{record['img_per_s']:.1f}")
+                    window_start, window_images, window_loss = time.perf_counter(), 0, 0.0
+                writing_started = time.perf_counter()  # checkpoints and grids are not training time (img_per_s)
                 if done % config.ckpt_every == 0 or done == config.steps:
                     state = {"step": done, "model": net.state_dict(), "ema": ema.state_dict(),
                              "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
@@ -536,6 +559,7 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
                     last_checkpoint = save_checkpoint(state, out / "checkpoints", done, keep=config.keep)
                 if done % config.sample_every == 0 or done == config.steps:
                     last_grid = save_samples(config, process, ema, out, done, device, channels, second_moment)
+                window_start += time.perf_counter() - writing_started
         if ddp.world > 1:
             check_ranks_agree(net, ddp)
     finally:
