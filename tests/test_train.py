@@ -134,35 +134,26 @@ def test_checkpoints_that_need_more_than_a_weights_only_load_are_refused_unless_
     assert read_checkpoint(path)["step"] == 1
 
 
-def test_nan_loss_stops_before_saving(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("poison", "flags", "message"),
+    [
+        (lambda loss: loss * float("nan"), [], "the loss is nan at step 4"),
+        # A finite loss whose gradient is not (sqrt at 0): clipping would turn it into NaN weights.
+        (lambda loss: loss + (0 * loss).sqrt(), ["--grad-clip", "0"], "the gradient norm is nan at step 4"),
+    ],
+)
+def test_non_finite_loss_or_gradient_stops_before_anything_is_saved(tmp_path, monkeypatch, poison, flags, message):
     calls = []
     real_loss = train_module.soft_score_matching_loss
 
     def poisoned(*args, **kwargs):
         calls.append(1)
         loss = real_loss(*args, **kwargs)
-        return loss * float("nan") if len(calls) == 5 else loss
+        return poison(loss) if len(calls) == 5 else loss
 
     monkeypatch.setattr(train_module, "soft_score_matching_loss", poisoned)
-    config, preset, _ = train_module.parse_args(SMOKE)
-    with pytest.raises(train_module.NonFiniteLoss, match="the loss is nan at step 4"):
-        train_module.train(config, tmp_path / "run", preset=preset)
-    assert [step for step, _ in list_checkpoints(tmp_path / "run" / "checkpoints")] == [3]
-
-
-def test_non_finite_gradient_stops_before_the_update(tmp_path, monkeypatch):
-    """A finite loss whose gradient is not (sqrt at 0): clipping would turn it into NaN weights, so it must stop."""
-    calls = []
-    real_loss = train_module.soft_score_matching_loss
-
-    def poisoned(*args, **kwargs):
-        calls.append(1)
-        loss = real_loss(*args, **kwargs)
-        return loss + (0 * loss).sqrt() if len(calls) == 5 else loss
-
-    monkeypatch.setattr(train_module, "soft_score_matching_loss", poisoned)
-    config, preset, _ = train_module.parse_args([*SMOKE, "--grad-clip", "0"])
-    with pytest.raises(train_module.NonFiniteLoss, match="the gradient norm is nan at step 4"):
+    config, preset, _ = train_module.parse_args([*SMOKE, *flags])
+    with pytest.raises(train_module.NonFiniteLoss, match=message):
         train_module.train(config, tmp_path / "run", preset=preset)
     assert [step for step, _ in list_checkpoints(tmp_path / "run" / "checkpoints")] == [3]
     assert all(torch.isfinite(v).all() for v in final_weights(tmp_path / "run")["model"].values())
