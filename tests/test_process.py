@@ -47,7 +47,13 @@ def test_level_schedules():
 
 @pytest.mark.parametrize(
     ("levels", "match"),
-    [([], "non-empty"), ([0.0, -1.0], ">= 0"), ([2.0, 1.0], "non-decreasing"), ([0.0, float("nan")], "finite")],
+    [
+        ([], "non-empty"),
+        ([0.0, -1.0], ">= 0"),
+        ([0.0, 2.0, 1.0], "non-decreasing"),
+        ([0.0, float("nan")], "finite"),
+        ([3.0, 5.0], r"first level \(t = 0\) must be 0"),
+    ],
 )
 def test_level_schedule_rejects_bad_levels(levels, match):
     with pytest.raises(ValueError, match=match):
@@ -59,6 +65,21 @@ def test_schedules_reject_times_outside_unit_interval(t):
     for schedule in (sd.GeometricNoise(0.1, 1.0), sd.LevelSchedule.sin2(1.0)):
         with pytest.raises(ValueError, match="t "):
             schedule(torch.tensor([0.5, t]))
+
+
+def test_schedules_take_scalar_times_and_compute_half_precision_times_in_float32():
+    noise, levels = sd.GeometricNoise(0.02, 100.0), sd.LevelSchedule.sin2(11.5)
+    assert noise(0.5).shape == () and noise(0.5).item() == pytest.approx(math.sqrt(2.0), rel=1e-6)
+    assert levels(torch.tensor(0.5)).item() == pytest.approx(5.75, rel=1e-6)
+    half = torch.tensor([0.25, 0.5], dtype=torch.bfloat16)  # exact in bfloat16; σ there is not
+    assert noise(half).dtype == torch.float32
+    torch.testing.assert_close(noise(half), noise(half.float()), rtol=0, atol=0)
+
+
+def test_gaussian_prior_mean_of_another_shape_is_named():
+    proc = make_process(prior=sd.GaussianPrior(torch.zeros(1, 4, 4)))
+    with pytest.raises(ValueError, match=r"prior's mean has shape \(1, 4, 4\).*\(1, 5, 6\)"):
+        proc.sample_prior((1, 5, 6), [0])
 
 
 def test_process_rejects_levels_outside_operator_domain():

@@ -130,6 +130,15 @@ def test_sample_from_a_given_image_restores_on_the_scaled_grid(generator):
     np.testing.assert_allclose([float(t[0]) for _, t in denoiser.calls], [0.4, 0.3, 0.2, 0.1], atol=1e-7)
 
 
+def test_sample_below_t_1_needs_a_start_and_takes_numpy_seeds(generator):
+    proc = sd.SoftDiffusionProcess(sd.DCTBlur(), noise=sd.GeometricNoise(0.02, 10.0), levels=sd.LevelSchedule.sin2(2.0))
+    with pytest.raises(ValueError, match=r"t_start = 0\.3 needs x_start"):  # p_1 is the law at t = 1, not at 0.3
+        sd.sample(RecordingDenoiser(), proc, (2, 1, 6, 6), steps=3, t_start=0.3, seeds=[1, 2])
+    listed = sd.sample(RecordingDenoiser(), proc, (2, 1, 6, 6), steps=3, seeds=[5, 6])
+    assert torch.equal(sd.sample(RecordingDenoiser(), proc, (2, 1, 6, 6), steps=3, seeds=np.array([5, 6])), listed)
+    assert torch.equal(sd.sample(RecordingDenoiser(), proc, (2, 1, 6, 6), steps=3, seeds=[np.int64(5), 6]), listed)
+
+
 def test_sample_default_seeds_follow_torch_manual_seed():
     proc = ve_process()
     torch.manual_seed(3)

@@ -7,6 +7,7 @@ They are skipped inside ``torch.compile`` (a data-dependent branch would break t
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Sequence
 
@@ -44,7 +45,8 @@ def check_finite(name: str, x: torch.Tensor) -> None:
 
 def as_times(name: str, t: object, batch: int | None = None, *, device: torch.device | None = None) -> torch.Tensor:
     """Times t in [0, 1] as a floating tensor ``[B]`` (a float or 0-d tensor is broadcast when ``batch`` is
-    given). Keeps the dtype of a floating tensor; Python numbers become float32."""
+    given, and stays 0-d otherwise). Keeps float32 and float64; Python numbers and float16/bfloat16 tensors become
+    float32 (bfloat16 cannot tell t = 0.999 from 1)."""
     if isinstance(t, (int, float)) and not isinstance(t, bool):
         t = torch.tensor(float(t), dtype=torch.float32, device=device)
     if not isinstance(t, torch.Tensor):
@@ -53,9 +55,11 @@ def as_times(name: str, t: object, batch: int | None = None, *, device: torch.de
         raise TypeError(f"{name} must be a floating tensor; got {t.dtype}")
     if device is not None and t.device != device:
         raise ValueError(f"{name} is on {t.device} but the images are on {device}")
+    if t.dtype in (torch.float16, torch.bfloat16):
+        t = t.float()
     if t.dim() == 0 and batch is not None:
         t = t.expand(batch)
-    if t.dim() != 1 or (batch is not None and t.shape[0] != batch):
+    if t.dim() > 1 or (batch is not None and t.shape[0] != batch):
         expected = f"[{batch}]" if batch is not None else "[B]"
         raise ValueError(f"{name} must have shape {expected} (one time per sample); got {tuple(t.shape)}")
     if check_values_enabled() and t.numel() > 0:
@@ -69,16 +73,18 @@ def as_times(name: str, t: object, batch: int | None = None, *, device: torch.de
 
 def as_seeds(name: str, seeds: object, batch: int, *, device: torch.device) -> torch.Tensor:
     """One seed per sample, each an int in [0, 2^63), as int64 ``[batch]`` on ``device``."""
+    if hasattr(seeds, "__array__") and not isinstance(seeds, torch.Tensor):  # a NumPy array
+        seeds = torch.as_tensor(seeds)
     if isinstance(seeds, torch.Tensor):
         if seeds.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
             raise TypeError(f"{name} must hold integers; got {seeds.dtype}")
         values = seeds.to(device=device, dtype=torch.int64)
     elif (isinstance(seeds, Sequence) and not isinstance(seeds, (str, bytes))) or isinstance(seeds, range):
-        if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        if not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in seeds):
             raise TypeError(f"{name} must be a sequence of ints")
         if any(s < 0 or s > MAX_SEED for s in seeds):
             raise ValueError(f"{name} must lie in [0, 2^63)")
-        values = torch.tensor(list(seeds), dtype=torch.int64, device=device)
+        values = torch.tensor([int(s) for s in seeds], dtype=torch.int64, device=device)
     else:
         raise TypeError(f"{name} must be a sequence of ints or an integer tensor; got {type(seeds).__name__}")
     if values.shape != (batch,):

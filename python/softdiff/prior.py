@@ -40,7 +40,12 @@ class GaussianPrior:
         batch = seeds.shape[0]
         ones = torch.ones(batch, dtype=torch.float32, device=seeds.device)
         t_one = torch.ones(batch, dtype=torch.float64, device=seeds.device)
-        mean = torch.as_tensor(self.mean, dtype=dtype, device=seeds.device).expand(batch, *shape)
+        mean = torch.as_tensor(self.mean, dtype=dtype, device=seeds.device)
+        try:
+            mean = mean.expand(batch, *shape)
+        except RuntimeError:
+            raise ValueError(f"the prior's mean has shape {tuple(mean.shape)}, which does not broadcast to the images' "
+                             f"{tuple(shape)}") from None  # fmt: skip
         sigma_1 = process.sigma(t_one)
         return process.operator.combine(
             mean.contiguous(), [process.level(t_one)], [ones], beta=sigma_1, seeds=seeds, stream=PRIOR_STREAM

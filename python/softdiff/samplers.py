@@ -185,6 +185,9 @@ def sample(
         raise ValueError(f"shape must be (B, C, H, W) of positive ints; got {tuple(shape)}")
     if not isinstance(t_start, (int, float)) or not 0 < t_start <= 1:
         raise ValueError(f"t_start must lie in (0, 1]; got {t_start!r}")
+    if x_start is None and t_start != 1:
+        raise ValueError(f"t_start = {t_start} needs x_start, the corrupted images at t_start (p_1, drawn "
+                         "otherwise, is the law at t = 1)")  # fmt: skip
     if x_start is not None:
         check_images("x_start", x_start)
         if tuple(x_start.shape) != tuple(shape):

@@ -83,9 +83,13 @@ class LevelSchedule:
 
     @classmethod
     def from_levels(cls, levels: Sequence[float]) -> LevelSchedule:
-        """Piecewise linear through ``levels`` placed at t_k = k / (K − 1) (one level: constant)."""
+        """Piecewise linear through ``levels`` placed at t_k = k / (K − 1) (one level: constant). With K ≥ 2 the
+        first level must be 0, so that C_0 = I: the loss near t = 0 then supervises every detail of x_0."""
         if isinstance(levels, torch.Tensor):
             levels = levels.detach().cpu().double().tolist()
+        if len(levels) >= 2 and levels[0] != 0:
+            raise ValueError(f"the first level (t = 0) must be 0, so that C_0 = I; got {levels[0]} (a constant "
+                             "corruption is LevelSchedule.constant)")  # fmt: skip
         return cls("piecewise_linear", levels)
 
     @classmethod
