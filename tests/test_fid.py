@@ -284,7 +284,9 @@ def test_fid_and_kid_end_to_end_equal_clean_fid(tmp_path, capsys):
     from cleanfid.fid import kernel_distance as clean_fid_kid
 
     weights = stand_in_file(tmp_path, 24)
-    samples, reference = nhwc("shapes:60"), nhwc("shapes:100")[40:]  # overlapping but different sets
+    # Overlapping but different sets, of different sizes: KID's subsets of the reference are then a random choice
+    # whose order (reference first, as clean-fid's compute_kid) decides the value.
+    samples, reference = nhwc("shapes:60"), nhwc("shapes:120")[40:]
     samples[:, :4] = 0  # a visible flaw
     np.savez(tmp_path / "samples.npz", samples)
     folder = write_pngs(tmp_path / "reference", reference)
@@ -305,10 +307,10 @@ def test_fid_and_kid_end_to_end_equal_clean_fid(tmp_path, capsys):
                                  ours_reference.mean(0), np.cov(ours_reference, rowvar=False))  # fmt: skip
     assert fid_record["value"] == pytest.approx(expected, rel=1e-5) and fid_record["value"] > 0.01
     np.random.seed(0)  # noqa: NPY002 (clean-fid draws its subsets from the legacy global generator)
-    assert kid_record["value"] == pytest.approx(clean_fid_kid(ours_samples, ours_reference), rel=1e-4, abs=1e-7)
+    assert kid_record["value"] == pytest.approx(clean_fid_kid(ours_reference, ours_samples), rel=1e-4, abs=1e-7)
     assert fid_record["n"] == 60 and fid_record["mode"] == "clean"
     assert fid_record["weights"] == {"path": str(weights), "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
-    assert f"FID {fid_record['value']:.2f} (n=60 samples vs {folder} clean, 60)" in out
+    assert f"FID {fid_record['value']:.2f} (n=60 samples vs {folder} clean, 80)" in out
     assert "KID " in out and "(n=60 samples" in out
     # The same reference as clean-fid's named statistics (found locally, never downloaded), and as a bare
     # mu/sigma file: the same numbers.
@@ -325,6 +327,32 @@ def test_fid_and_kid_end_to_end_equal_clean_fid(tmp_path, capsys):
         assert named[0]["value"] == pytest.approx(fid_record["value"], rel=1e-6)
         assert named[1]["value"] == pytest.approx(kid_record["value"], rel=1e-5, abs=1e-8)
         assert f"(n=60 samples vs {label or 'cifar10_clean_train_32.npz'} clean)" in out
+
+
+def test_bare_statistics_files_are_checked_by_their_clean_fid_names(tmp_path, capsys):
+    weights = stand_in_file(tmp_path, 24)
+    np.savez(tmp_path / "samples.npz", nhwc("shapes:20"))
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(50, 24))
+    mu, sigma = features.mean(0), np.cov(features, rowvar=False)
+
+    def score(name, **arrays):
+        np.savez(tmp_path / name, **({"mu": mu, "sigma": sigma} | arrays))
+        return run_cli(tmp_path / "samples.npz", "--ref", tmp_path / name, "--inception", weights, "--metrics", "fid",
+                       "--no-progress", capsys=capsys)  # fmt: skip
+
+    code, _, err = score("cifar10_legacy_tensorflow_train_32.npz")
+    assert code == 2 and "holds statistics of mode legacy_tensorflow" in err and "--mode legacy_tensorflow" in err
+    code, _, err = score("celeba_clean_train_64.npz")
+    assert code == 2 and "the samples are 32x32" in err and "64x64" in err
+    code, out, _ = score("mine.npz")
+    assert code == 0 and "mine.npz; mode and resolution (not a clean-fid file name) unverified" in out
+    code, _, err = score("wide_clean_custom_na.npz", mu=np.zeros(30), sigma=np.eye(30))
+    assert code == 2 and "cannot compare the samples with" in err and "different feature widths: 24 and 30" in err
+    code, _, err = run_cli(tmp_path / "samples.npz", "--ref", "wide", "--split", "custom", "--stats-dir", tmp_path,
+                           "--inception", weights, "--metrics", "fid", "--no-progress", capsys=capsys)  # fmt: skip
+    assert code == 2 and "different feature widths" in err  # found under clean-fid's custom name, ..._custom_na.npz
+    assert "row 121, column 89" in fid._crop_recipe("celeba", "/data/celeba.zip:crop=128", 64)
 
 
 def test_make_stats_round_trip_with_provenance(tmp_path, capsys):

@@ -29,6 +29,7 @@ Metrics (``--metrics``, default fid,kid): ``fid`` and ``kid`` need the Inception
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import sys
@@ -40,7 +41,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .data.loaders import IMAGE_SUFFIXES, DataError, load_array, load_images
+from .data.loaders import CELEBA_CROP_RECIPES, IMAGE_SUFFIXES, DataError, load_array, load_images
 from .metrics import (
     FeatureExtractor,
     InceptionFeatures,
@@ -146,8 +147,8 @@ def _array_source(images: torch.Tensor, description: dict, label: str, limit: in
 
 def _crop_recipe(kind: str, spec_rest: str, size: int | None) -> str:
     if kind == "celeba":
-        crop = spec_rest.partition(":crop=")[2] or "140"
-        return f"centre crop {crop}x{crop}, resize to {size or 64}x{size or 64} (PIL bicubic)"
+        crop = CELEBA_CROP_RECIPES.get(int(spec_rest.partition(":crop=")[2] or 140), "unknown crop")
+        return f"{crop}, resize to {size or 64}x{size or 64} (PIL bicubic)"
     if kind == "folder" and size:
         return f"centre square crop, resize to {size}x{size} (PIL bicubic)"
     return f"resize to {size}x{size} (bicubic, antialiased) when not already that size" if size else "none"
@@ -281,7 +282,8 @@ def reference_label(reference: Statistics) -> tuple[str, int | None]:
     if description.get("kind") == "clean-fid":
         return f"{description['name']} {description['split']}", description.get("count")
     if description.get("kind") == "clean-fid file" or "data" not in description:
-        return Path(reference.source).name, description.get("count")
+        unverified = f"; {description['unverified']} unverified" if "unverified" in description else ""
+        return Path(reference.source).name + unverified, description.get("count")
     if "file" not in description:  # computed from images
         return reference.source, description.get("count")
     split = f" {description['split']}" if description.get("split") not in (None, "all") else ""
@@ -387,8 +389,8 @@ def score_command(argv) -> int:
                           else wanted)  # fmt: skip
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    if world > 1:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if world > 1:  # rank 0 reads the reference while the others wait to gather: allow it an hour, not NCCL's 10 min
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(hours=1))
     try:
         return _score(args, argv, metrics, world, rank, device)
     finally:
@@ -416,11 +418,26 @@ def _score(args, argv, metrics, world: int, rank: int, device: torch.device) -> 
         source = open_images(args.samples, split=None, size=None, limit=args.n)
         height = source.height
         samples_description = {**source.description, "count": source.count}
-    reference = open_reference(args.ref, mode=args.mode, split=args.split, resolution=height, stats_dir=args.stats_dir)
-    if "swd" in metrics:  # the reference's SWD settings when it has a summary
-        networks["swd_settings"] = swd_settings_for(reference, args.swd_images)
+    # Rank 0 alone reads the reference (a CelebA folder is 2.5 GB) and tells the others its SWD settings, or its
+    # error: every rank stops on a bad reference before any sampling.
+    reference, shared = None, [None, None]
+    if rank == 0:
+        try:
+            reference = open_reference(args.ref, mode=args.mode, split=args.split, resolution=height,
+                                       stats_dir=args.stats_dir)  # fmt: skip
+            shared[1] = swd_settings_for(reference, args.swd_images)  # the reference's when it has an SWD summary
+        except (MetricsError, DataError, FileNotFoundError) as error:
+            shared[0] = str(error)
+            if world == 1:
+                raise
+    if world > 1:
+        dist.broadcast_object_list(shared, src=0)
+    if shared[0] is not None:
+        raise MetricsError(shared[0])
+    if "swd" in metrics:
+        networks["swd_settings"] = shared[1]
     reference_statistics = reference
-    if isinstance(reference, ImageSource) and rank == 0:  # errors in the reference show before any sampling
+    if isinstance(reference, ImageSource):  # rank 0, while the other ranks sample
         reference_features = extract(reference, FeatureExtractor(**networks), args.batch, not args.no_progress)
         reference_statistics = summarise(reference_features, reference.description, reference.label, device=device)
     if model is not None:

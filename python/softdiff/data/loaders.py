@@ -28,7 +28,11 @@ import torch
 from .shapes import make_shapes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-CELEBA_CROPS = (140, 128)
+CELEBA_CROP_RECIPES = {  # what each crop of the aligned 178x218 faces takes (recorded with FID statistics)
+    140: "centre crop 140x140",
+    128: "128x128 box centred at row 121, column 89 (DDIM; rows 57-185, columns 25-153)",
+}
+CELEBA_CROPS = tuple(CELEBA_CROP_RECIPES)
 
 
 class DataError(ValueError):

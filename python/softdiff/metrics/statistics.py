@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,16 +215,35 @@ def load_statistics(path: str | os.PathLike) -> Statistics:
 
 
 def _clean_fid_fit(mu: np.ndarray, sigma: np.ndarray, mode: str, path: Path, kid_path: Path) -> GaussianFit:
-    kid = _open_npz(kid_path)["feats"] if kid_path.is_file() else None
+    kid = _entry(_open_npz(kid_path), "feats", kid_path) if kid_path.is_file() else None
     return GaussianFit(mu, sigma, {"name": "inception-2015-12-05.pt", "mode": mode, "file": str(path)}, kid)
+
+
+CLEAN_FID_MODES = ("clean", "legacy_tensorflow", "legacy_pytorch")
+_CLEAN_FID_NAME = re.compile(rf"^.+_({'|'.join(CLEAN_FID_MODES)})_.*?_?(\d+|na)$")
 
 
 def plain_statistics(path: Path, mode: str) -> Statistics:
     """A clean-fid style .npz holding only ``mu`` and ``sigma`` (e.g. from ``cleanfid.fid.make_custom_stats``),
-    taken as Inception statistics of ``mode``; a sibling ``*_kid.npz`` with ``feats`` adds KID."""
+    taken as Inception statistics of ``mode``; a sibling ``*_kid.npz`` with ``feats`` adds KID.
+
+    A name in clean-fid's pattern ``{name}_{mode}_{split}_{resolution|na}.npz`` is checked against ``mode`` and
+    (through the description) the samples' resolution; any other name is marked unverified."""
     arrays = _open_npz(path)
-    fit = _clean_fid_fit(arrays["mu"], arrays["sigma"], mode, path, path.with_name(f"{path.stem}_kid.npz"))
-    return Statistics({"kind": "clean-fid file", "file": str(path), "mode": mode}, str(path), {mode: fit})
+    description = {"kind": "clean-fid file", "file": str(path), "mode": mode}
+    named = _CLEAN_FID_NAME.match(path.stem.lower())
+    if named is None:
+        description["unverified"] = "mode and resolution (not a clean-fid file name)"
+    else:
+        if named.group(1) != mode:
+            found = named.group(1)
+            raise MetricsError(f"{path} holds statistics of mode {found} (by its name); these samples are scored "
+                               f"in mode {mode} (--mode {found} compares like with like)")  # fmt: skip
+        if named.group(2) != "na":
+            description["resolution"] = [int(named.group(2))] * 2
+    mu, sigma = _entry(arrays, "mu", path), _entry(arrays, "sigma", path)
+    fit = _clean_fid_fit(mu, sigma, mode, path, path.with_name(f"{path.stem}_kid.npz"))
+    return Statistics(description, str(path), {mode: fit})
 
 
 def clean_fid_statistics_folder() -> Path:
@@ -238,7 +258,7 @@ def clean_fid_statistics(
 ) -> Statistics:
     """clean-fid's named statistics ``{name}_{mode}_{split}_{resolution}.npz`` from ``stats_dir`` or clean-fid's
     statistics folder (never downloaded); with ``..._kid.npz`` beside it, KID too."""
-    file_name = f"{name}_{mode}_{split}_{resolution}.npz".lower()
+    file_name = f"{name}_{mode}_{split}_{'na' if split == 'custom' else resolution}.npz".lower()  # clean-fid's names
     folders = [Path(stats_dir)] if stats_dir is not None else []
     folders.append(clean_fid_statistics_folder())
     for folder in folders:
@@ -292,7 +312,7 @@ def _inception_scores(features: SetFeatures, reference: Statistics, metrics, mod
             raise MetricsError(f"{reference.source} holds no Inception features for KID")
         scores["kid"] = Score("KID", None, features.count, details, f"{reference.source} holds no KID features")
     elif "kid" in metrics:
-        kid = kernel_distance(samples, fit.kid_features)
+        kid = kernel_distance(fit.kid_features, samples)  # reference first, as clean-fid's compute_kid
         kid_details = {"std": kid.std, "subsets": kid.subsets, "subset_size": kid.subset_size,
                        "reference_features": len(fit.kid_features)}  # fmt: skip
         scores["kid"] = Score("KID", kid.value, features.count, {**details, **kid_details})
@@ -343,10 +363,15 @@ def compare(
     instead of an error; ``device`` is where the SWD projections are sorted."""
     check_resolution(features, reference)
     scores = {}
-    if "fid" in metrics or "kid" in metrics:
-        scores.update(_inception_scores(features, reference, metrics, mode, kid_required))
-    if "randfd" in metrics:
-        scores["randfd"] = _randfd_score(features, reference)
-    if "swd" in metrics:
-        scores["swd"] = _swd_score(features, reference, device)
+    try:
+        if "fid" in metrics or "kid" in metrics:
+            scores.update(_inception_scores(features, reference, metrics, mode, kid_required))
+        if "randfd" in metrics:
+            scores["randfd"] = _randfd_score(features, reference)
+        if "swd" in metrics:
+            scores["swd"] = _swd_score(features, reference, device)
+    except MetricsError:
+        raise
+    except ValueError as error:  # statistics of another width, a corrupt covariance, ...
+        raise MetricsError(f"cannot compare the samples with {reference.source}: {error}") from error
     return [scores[metric] for metric in metrics]
