@@ -447,25 +447,29 @@ def _rank(rank: int, port: int, args: list[str]) -> None:
     os._exit(code)
 
 
-def test_generator_mode_under_two_gloo_ranks_equals_one_process(tmp_path, capsys):
+def run_two_ranks(args: list) -> list[int | None]:
+    """Exit codes of the two ranks of ``python -m softdiff.fid ARGS`` over gloo."""
     import multiprocessing
     import socket
 
-    ckpt = tiny_checkpoint(tmp_path / "ckpt.pt")
-    # 21 seeds over 2 ranks (11 + 10) in batches of 4, the last ones short; SWD on the first 17 images (9 + 8).
-    args = ["--ckpt", ckpt, "--n", 21, "--steps", 1, "--batch", 4, "--ref", "shapes:40", "--metrics",
-            "randfd,swd", "--swd-images", 17, "--no-progress"]  # fmt: skip
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     context = multiprocessing.get_context("fork")
-    two = [str(a) for a in [*args, "--json", tmp_path / "two.json"]]
-    ranks = [context.Process(target=_rank, args=(rank, port, two)) for rank in range(2)]
+    ranks = [context.Process(target=_rank, args=(rank, port, [str(a) for a in args])) for rank in range(2)]
     for process in ranks:
         process.start()
     for process in ranks:
         process.join(timeout=120)
-    assert [process.exitcode for process in ranks] == [0, 0]
+    return [process.exitcode for process in ranks]
+
+
+def test_generator_mode_under_two_gloo_ranks_equals_one_process(tmp_path, capsys):
+    ckpt = tiny_checkpoint(tmp_path / "ckpt.pt")
+    # 21 seeds over 2 ranks (11 + 10) in batches of 4, the last ones short; SWD on the first 17 images (9 + 8).
+    args = ["--ckpt", ckpt, "--n", 21, "--steps", 1, "--batch", 4, "--ref", "shapes:40", "--metrics",
+            "randfd,swd", "--swd-images", 17, "--no-progress"]  # fmt: skip
+    assert run_two_ranks([*args, "--json", tmp_path / "two.json"]) == [0, 0]
     run_cli(*args, "--json", tmp_path / "one.json", capsys=capsys)
     one = json.loads((tmp_path / "one.json").read_text())["results"]
     two = json.loads((tmp_path / "two.json").read_text())["results"]
@@ -534,3 +538,10 @@ def test_bad_inputs_name_the_file(tmp_path, capsys, monkeypatch):
                     stand_in_file(tmp_path, 8))  # fmt: skip
     assert "cifar10_legacy_tensorflow_test_32.npz" in message
     assert "--metrics" in error(samples, "--ref", "shapes:40", "--metrics", "fid,is")
+
+
+def test_a_bad_reference_stops_every_rank_before_sampling(tmp_path):
+    ckpt = tiny_checkpoint(tmp_path / "ckpt.pt")
+    args = ["--ckpt", ckpt, "--n", 4, "--steps", 1, "--ref", f"cifar10:{tmp_path / 'nowhere'}", "--metrics", "randfd",
+            "--no-progress"]  # fmt: skip
+    assert run_two_ranks(args) == [2, 2]  # rank 1 hears of rank 0's error instead of waiting to gather
