@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 from PIL import Image
 
@@ -48,3 +49,13 @@ def test_demo_writes_pictures_and_summary(tmp_path):
         assert len(entry["shapes"]["rms_to_nearest"]) == 3
         assert set(entry["gaussian_w2_rel"]) == {"4", "16"}
     assert summary["momentum"]["gaussian_w2_rel"]["16"] < summary["naive"]["gaussian_w2_rel"]["16"]
+
+
+def test_demo_names_bad_options(capsys):
+    from softdiff.demo import main
+
+    for flags, message in ((["--references", "2"], "--references must be >= 3"), (["--n", "0"], "--n must be >= 1"),
+                           (["--gaussian-nfe", "10", "0"], "--gaussian-nfe must be >= 1")):  # fmt: skip
+        with pytest.raises(SystemExit):
+            main(flags)
+        assert message in capsys.readouterr().err

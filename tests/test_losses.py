@@ -154,6 +154,29 @@ def test_denoiser_paper_preconditioning_is_residual(generator):
     torch.testing.assert_close(out, 1.5 * x_t)
 
 
+@pytest.mark.parametrize("precond", ["edm", "paper"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_denoiser_feeds_a_float32_network_in_its_own_dtype(precond, dtype, generator):
+    """float64 sampling (or bfloat16 images) around a float32 network: the network sees float32, the result keeps
+    the images' dtype and matches the float32 computation."""
+    net = torch.nn.Conv2d(3, 3, 3, padding=1)
+    torch.nn.init.normal_(net.weight, std=0.1)
+
+    def network(x, label):
+        return net(x)
+
+    module = torch.nn.Module()
+    module.conv = net
+    module.forward = network
+    x_t = torch.randn(2, 3, 8, 8, generator=generator)
+    t = torch.tensor([0.3, 0.7])
+    denoiser = sd.Denoiser(module, make_process(), precond=precond)
+    out = denoiser(x_t.to(dtype), t)
+    assert out.dtype == dtype
+    tolerance = 1e-6 if dtype == torch.float64 else 3e-2
+    torch.testing.assert_close(out.float(), denoiser(x_t.to(dtype).float(), t), rtol=tolerance, atol=tolerance)
+
+
 def test_denoiser_rejects_bad_network_output_and_options():
     with pytest.raises(ValueError, match="precond must be one of"):
         sd.Denoiser(lambda x, c: x, make_process(), precond="karras")

@@ -434,3 +434,8 @@ def test_cli_writes_schedule_and_plot(tmp_path, capsys):
         schedule_cli.main(["--data", f"folder:{tmp_path / 'none'}", "--out", str(out)])
     with pytest.raises(SystemExit, match="keep"):
         schedule_cli.main([*argv[:4], "--keep", "30", "--candidates", "24", "--out", str(out)])
+    with pytest.raises(SystemExit, match=r"sigma_max \(0.02\) must be >= sigma_min \(5.0\)"):
+        schedule_cli.main([*argv, "--noise", "5", "0.02"])
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="--device cuda, but PyTorch sees no CUDA GPU"):
+            schedule_cli.main([*argv, "--device", "cuda"])

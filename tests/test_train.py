@@ -381,6 +381,16 @@ def test_wiener_preconditioning_trains_resumes_and_samples(tmp_path):
     assert np.load(out)["arr_0"].shape == (2, 16, 16, 3)
 
 
+def test_loss_weighting_follows_the_preconditioning_unless_given():
+    """EDM's λ = 1/c_out² presumes EDM's output scale; with the residual form it weighs t = 1 10^4 times t = 0.3."""
+    config = train_module.TrainConfig
+    assert [config(precond=p).weighting for p in ("edm", "paper", "wiener")] == ["edm", "sigma2", "sigma2"]
+    assert config(precond="paper", weighting="edm").weighting == "edm"
+    assert train_module.parse_args(["--preset", "cifar10", "--precond", "paper"])[0].weighting == "sigma2"
+    with pytest.raises(SystemExit, match="--precond must be one of edm, paper, wiener"):
+        train_module.parse_args([*SMOKE, "--precond", "karras"])
+
+
 def test_learning_rate_warmup_and_cosine_decay():
     constant = train_module.TrainConfig(lr=1e-3, warmup=10, steps=100)
     assert [train_module.learning_rate(constant, s) for s in (0, 4, 9, 50, 99)] == [1e-4, 5e-4, 1e-3, 1e-3, 1e-3]

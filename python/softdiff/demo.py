@@ -51,7 +51,13 @@ def _parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--sigma-max", type=float, default=100.0, help="σ(1) in [-1, 1] units (default 100)")
     parser.add_argument("--blur-max", type=float, default=None, help="blur σ_B(1) in pixels (default 0.36 · size)")
     parser.add_argument("--seed", type=int, default=0, help="first sample seed (default 0)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for name, value, low in (("--references", args.references, 3), ("--size", args.size, 4), ("--n", args.n, 1),
+                             ("--steps", args.steps, 1), ("--gaussian-n", args.gaussian_n, 2),
+                             ("--gaussian-nfe", min(args.gaussian_nfe), 1)):  # fmt: skip
+        if value < low:
+            parser.error(f"{name} must be >= {low} (got {value})")
+    return args
 
 
 def main(argv=None) -> dict:

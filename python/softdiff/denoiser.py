@@ -50,7 +50,9 @@ class Denoiser(nn.Module):
     Args:
         net: the network F_θ (any callable; registered as a submodule when it is an ``nn.Module``).
         process: the :class:`~softdiff.process.SoftDiffusionProcess` whose σ_t the scalings use.
-        precond: ``"edm"`` (default) or ``"paper"`` (the literal residual form).
+        precond: ``"edm"`` (default), ``"paper"`` (the literal residual form x_t + F_θ: pair it with the 1/σ² loss
+            weighting, as EDM's λ = 1/c_out² assumes EDM's output scale) or ``"wiener"`` (EDM's scalings per
+            coefficient of the operator's basis, from the data's second moment).
         sigma_data: σ_d, the data standard deviation assumed by ``"edm"`` (0.5 for data in [-1, 1]).
         second_moment: s_f = E[z_f²] of the data in the operator's basis, ``[C, H, W]`` or ``[H, W]``, all > 0
             (see :func:`data_second_moment`); required by ``"wiener"``.
@@ -104,7 +106,7 @@ class Denoiser(nn.Module):
         t = as_times("t", t, x_t.shape[0], device=x_t.device)
         label = noise_label(t.to(torch.float32))
         if self.precond == "paper":
-            out = self.net(x_t, label)
+            out = self._network(x_t, label)
             _check_network_output(out, x_t)
             return x_t + out.to(x_t.dtype)
         if self.precond == "wiener":
@@ -113,15 +115,23 @@ class Denoiser(nn.Module):
             c.to(x_t.dtype).view(-1, 1, 1, 1)
             for c in edm_scalings(self.process.sigma(t.to(torch.float64)), self.sigma_data)
         )
-        out = self.net(c_in * x_t, label)
+        out = self._network(c_in * x_t, label)
         _check_network_output(out, x_t)
         return c_skip * x_t + c_out * out.to(x_t.dtype)
+
+    def _network(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        """F_θ(x, c_noise), its input in the network's own floating dtype (float64 sampling, or images in bfloat16,
+        around a float32 network; the preconditioning stays in x's dtype)."""
+        parameter = next(self.net.parameters(), None) if isinstance(self.net, torch.nn.Module) else None
+        if parameter is not None and parameter.is_floating_point() and x.dtype != parameter.dtype:
+            x = x.to(parameter.dtype)
+        return self.net(x, label)
 
     def _wiener(self, x_t: torch.Tensor, t: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         if self.second_moment.dim() == 3 and self.second_moment.shape[0] != x_t.shape[1]:
             raise ValueError(f"second_moment has {self.second_moment.shape[0]} channels but x_t has {x_t.shape[1]}")
         c_skip, c_out, c_in = self.wiener_scalings(t.to(torch.float64), x_t.shape[-2], x_t.shape[-1])
-        out = self.net(c_in.to(x_t.dtype).view(-1, 1, 1, 1) * x_t, label)
+        out = self._network(c_in.to(x_t.dtype).view(-1, 1, 1, 1) * x_t, label)
         _check_network_output(out, x_t)
         operator = self.process.operator
         dtype = torch.float32 if x_t.dtype != torch.float64 else torch.float64

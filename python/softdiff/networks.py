@@ -1,11 +1,14 @@
-"""U-Net denoiser backbone of the NCSN++/DDPM++ family (Song et al. 2021; Karras et al. 2022, "DDPM++"),
-the network F_θ(x, c_noise) that :class:`~softdiff.denoiser.Denoiser` preconditions.
+"""U-Net denoiser backbone in the DDPM/NCSN++ line (Ho et al. 2020; Song et al. 2021), the network
+F_θ(x, c_noise) that :class:`~softdiff.denoiser.Denoiser` preconditions.
 
-Residual blocks (GroupNorm → SiLU → 3×3 conv, the noise embedding added as a per-channel scale and shift,
-GroupNorm → SiLU → dropout → 3×3 conv initialised at zero), skip connections rescaled by 1/√2,
-self-attention at chosen resolutions, positional embedding of c_noise, and an encoder/decoder with one skip
-per encoder block. Sizes (DESIGN §1.6): ``paper`` = 128 channels, multipliers (1, 2, 2, 2), 4 blocks per level,
-attention at 16×16, dropout 0.1; ``small``; ``tiny`` (trains on a CPU).
+Residual blocks (GroupNorm → SiLU → 3×3 conv, the noise embedding applied as a per-channel scale and shift as in
+ADM, GroupNorm → SiLU → dropout → 3×3 conv initialised at zero), skip connections rescaled by 1/√2,
+self-attention in every block of the chosen resolutions and in the middle, positional embedding of c_noise, and
+an encoder/decoder with one skip per encoder block. Resampling is DDPM's: a stride-2 3×3 convolution down,
+nearest-neighbour upsampling and a 3×3 convolution up (EDM's SongUNet resamples inside residual blocks with a
+FIR filter and puts decoder attention in the last block of a level only; at the ``paper`` size this net has
+63.1M parameters against its 61.8-62.8M). Sizes (DESIGN §1.6): ``paper`` = 128 channels, multipliers
+(1, 2, 2, 2), 4 blocks per level, attention at 16×16, dropout 0.1; ``small``; ``tiny`` (trains on a CPU).
 """
 
 from __future__ import annotations
@@ -60,7 +63,8 @@ def zero_init(module: nn.Module) -> nn.Module:
 
 
 class PositionalEmbedding(nn.Module):
-    """c_noise [B] -> [B, channels]: cos/sin at geometric frequencies 1 .. 1/max_positions (Vaswani et al.)."""
+    """c_noise [B] -> [B, channels]: cos/sin at geometric frequencies max_positions^(-k/half), k = 0 .. half − 1
+    (Vaswani et al.: from 1 down to just above 1/max_positions)."""
 
     def __init__(self, channels: int, max_positions: int = 10_000):
         super().__init__()

@@ -16,6 +16,8 @@ import shlex
 import sys
 from pathlib import Path
 
+import torch
+
 from .data import DataError, load_images
 from .operators import DCTBlur, Masking
 from .schedule_design import ESTIMATORS, METHODS, DesignedSchedule, design_schedule
@@ -85,8 +87,10 @@ def main(argv=None) -> int:
     except (DataError, OSError, ValueError) as error:
         raise SystemExit(f"softdiff.schedule: cannot load --data {args.data!r}: {error}") from error
     operator = DCTBlur() if args.operator == "dct_blur" else Masking()
-    noise = GeometricNoise(*args.noise) if args.noise else None
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"softdiff.schedule: --device {args.device}, but PyTorch sees no CUDA GPU here")
     try:
+        noise = GeometricNoise(*args.noise) if args.noise else None
         schedule = design_schedule(
             images.to(args.device),
             operator,

@@ -37,7 +37,7 @@ import torch.distributed as dist
 
 from .checkpoints import list_checkpoints, load_latest, remove_partial_writes, save_checkpoint
 from .data import DataError, load_images, to_model_range
-from .denoiser import Denoiser, data_second_moment
+from .denoiser import PRECONDITIONINGS, Denoiser, data_second_moment
 from .images import save_image_grid
 from .losses import LOSSES, WEIGHTINGS, soft_score_matching_loss, stratified_times
 from .networks import NETWORK_SIZES, AutocastNetwork, build_unet, count_parameters
@@ -65,7 +65,7 @@ class TrainConfig:
     schedule_file: str | None = None
     prior: str = "gaussian"
     precond: str = "edm"
-    weighting: str = "edm"
+    weighting: str = "auto"  # resolved in __post_init__: edm with precond edm, sigma2 with paper and wiener
     loss: str = "soft"
     t_power: float = 1.0
     t_uniform: float = 0.0
@@ -90,6 +90,10 @@ class TrainConfig:
     ckpt_every: int = 250
     sample_every: int = 1000
     keep: int = 3
+
+    def __post_init__(self):
+        if self.weighting == "auto":  # EDM's λ = 1/c_out² presumes EDM's output scale; the other forms want 1/σ²
+            self.weighting = "edm" if self.precond == "edm" else "sigma2"
 
 
 PRESETS: dict[str, dict] = {
@@ -122,7 +126,8 @@ HELP = {
     "schedule_file": "designed levels instead of sin²: a JSON from python -m softdiff.schedule, or shapes-32/shapes-16",
     "prior": "p_1: gaussian (N(C_1 0, σ_1² I)) or fit (DCT-domain Gaussian fitted to the data)",
     "precond": "edm, paper (residual) or wiener (EDM per DCT coefficient, from the data spectrum)",
-    "weighting": f"loss weighting: {', '.join(WEIGHTINGS)} (sigma2 = noise prediction; use it with wiener)",
+    "weighting": f"loss weighting: auto, {', '.join(WEIGHTINGS)} (auto: edm with --precond edm, sigma2 = noise "
+                 "prediction with paper and wiener)",
     "loss": f"{', '.join(LOSSES)} (cold = plain clean-image loss, the ablation)",
     "t_power": "training times t = ε + (1-ε) u^p, u stratified uniform: 1 = uniform (paper), 2 = half below 0.25",
     "t_uniform": "share w of the uniform map in t = ε + (1-ε)(w u + (1-w) u^p), in [0, 1] (0: the power alone)",
@@ -148,7 +153,7 @@ class NonFiniteLoss(RuntimeError):
 
 
 def parse_args(argv=None) -> tuple[TrainConfig, str, Path]:
-    listed = {"defaults": asdict(TrainConfig()), **PRESETS}
+    listed = {"defaults": {f.name: f.default for f in fields(TrainConfig)}, **PRESETS}
     epilog = "Values: the defaults, then what each preset sets; a flag overrides either.\n" + "\n".join(
         f"  {name}: " + ", ".join(f"{key}={value}" for key, value in values.items()) for name, values in listed.items()
     )
@@ -177,6 +182,8 @@ def check_config(config: TrainConfig) -> None:
               (config.amp in AMP_MODES, f"--amp must be one of {', '.join(AMP_MODES)}"),
               (config.prior in ("gaussian", "fit"), "--prior must be gaussian or fit"),
               (config.sampler in SAMPLERS, f"--sampler must be one of {SAMPLERS}"),
+              (config.weighting in WEIGHTINGS, f"--weighting must be auto or one of {', '.join(WEIGHTINGS)}"),
+              (config.precond in PRECONDITIONINGS, f"--precond must be one of {', '.join(PRECONDITIONINGS)}"),
               (config.steps >= 1 and config.batch >= 1, "--steps and --batch must be >= 1"),
               (config.keep >= 1, "--keep must be >= 1"), (0 <= config.ema < 1, "--ema must lie in [0, 1)"),
               (config.lr > 0, "--lr must be > 0"), (config.warmup >= 0, "--warmup must be >= 0"),
