@@ -22,7 +22,10 @@ from .dispatch import backend, notice_fallback
 from .reference import dct_filter_reference, pixel_filter_reference
 
 Tensor = torch.Tensor
-MAX_FUSED_SIZE = 128  # planes up to 128x128 fit on chip; larger ones run the reference
+# Largest plane side each fused dct_filter takes; larger planes run the reference. The CUDA kernel keeps a plane in
+# shared memory (128 KB at 128x128). Triton's chained tl.dot on 128x128 float32 tiles took ptxas 400 s to
+# compile for sm_90 (on a 2-core CPU; 64x64: 22 s, 32x32: 3 s), a wait no first call should make.
+MAX_FUSED_SIZE = {"cuda": 128, "triton": 64}
 # The schemas csrc/fused_filter.cu registers too (under softdiff_C); tests/test_cuda_extension.py compares them.
 DCT_FILTER_SCHEMA = (
     "(Tensor a, Tensor? rows, Tensor? cols, Tensor? table, Tensor? a2, Tensor? alpha, Tensor? c, "
@@ -187,14 +190,15 @@ def _dct_filter_op(
     name = fused_backend(a)
     with torch.autocast(a.device.type, enabled=False):  # float32 also inside an enclosing autocast region
         if name in ("cuda", "triton"):
-            if max(a.shape[-2:]) <= MAX_FUSED_SIZE:
+            limit = MAX_FUSED_SIZE[name]
+            if max(a.shape[-2:]) <= limit:
                 if name == "cuda":
                     return torch.ops.softdiff_C.dct_filter(a, rows, cols, table, a2, alpha, c, beta, noise, seeds,
                                                            stream)  # fmt: skip
                 from .triton_dct_filter import dct_filter_triton
 
                 return dct_filter_triton(a, **terms)
-            notice_fallback("dct_filter", f"planes larger than {MAX_FUSED_SIZE}x{MAX_FUSED_SIZE} have no fused kernel")
+            notice_fallback("dct_filter", f"planes larger than {limit}x{limit} have no fused {name} kernel")
         return dct_filter_reference(a, **terms).contiguous()
 
 

@@ -26,8 +26,10 @@ from triton.language.random import philox
 
 from .dct import dct_matrix
 
-SEPARABLE1, SEPARABLE2, TABLE = 0, 1, 2
-NOISE_NONE, NOISE_TENSOR, NOISE_SEEDS = 0, 1, 2
+# Filter forms and noise sources. A kernel may read only globals made with tl.constexpr (Triton >= 3.0 refuses
+# plain ints when it compiles for a GPU; its interpreter does not check); the launchers pass their .value.
+SEPARABLE1, SEPARABLE2, TABLE = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
+NOISE_NONE, NOISE_TENSOR, NOISE_SEEDS = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
 
 
 @triton.jit
@@ -169,7 +171,8 @@ def dct_filter_triton(
     stream=0,
     planes_per_program=None,
 ):
-    """Launch the kernel; arguments as :func:`softdiff_kernels.dct_filter` (already validated), H, W ≤ 128."""
+    """Launch the kernel; arguments as :func:`softdiff_kernels.dct_filter` (already validated), H, W ≤ 128 (the
+    dispatcher sends it planes up to 64×64: see ``ops.MAX_FUSED_SIZE``)."""
     batch, channels, height, width = a.shape
     out = torch.empty(a.shape, dtype=a.dtype, device=a.device)
     if out.numel() == 0:
@@ -194,7 +197,7 @@ def dct_filter_triton(
             stream_word(stream), channels, height, width,
             *a.stride(), *strides_or_zeros(a2, 4), *strides_or_zeros(c, 4), *strides_or_zeros(noise, 4), *out.stride(),
             *strides_or_zeros(rows, 3), *strides_or_zeros(cols, 3), *strides_or_zeros(table, 3),
-            FILTER=mode, HAS_A2=a2 is not None, HAS_C=c is not None, NOISE=noise_mode,
+            FILTER=mode.value, HAS_A2=a2 is not None, HAS_C=c is not None, NOISE=noise_mode.value,
             BH=bh, BW=bw, PLANES=planes, PRECISION="ieee",
             num_warps=4 if max(bh, bw) <= 64 else 8,
         )  # fmt: skip

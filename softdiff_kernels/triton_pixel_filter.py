@@ -81,6 +81,6 @@ def pixel_filter_triton(
             stream_word(stream), channels, height, width,
             *a.stride(), *strides_or_zeros(a2, 4), *strides_or_zeros(c, 4), *strides_or_zeros(noise, 4),
             *out.stride(), *table.stride(),
-            HAS_A2=a2 is not None, HAS_C=c is not None, NOISE=noise_mode, BH=block_h, BW=block_w,
+            HAS_A2=a2 is not None, HAS_C=c is not None, NOISE=noise_mode.value, BH=block_h, BW=block_w,
         )  # fmt: skip
     return out

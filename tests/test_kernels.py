@@ -1,15 +1,17 @@
 """The fused op family on every backend (Triton runs in its interpreter without a GPU) against the float64
 reference: shapes, dtypes, strides, in-kernel noise, gradients, torch.library registration, dispatch."""
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 import softdiff as sd
 import softdiff_kernels as sk
-from softdiff_kernels.dispatch import can_run
+from softdiff_kernels.dispatch import can_run, notice_fallback
 from softdiff_kernels.reference import _flush_tiny, dct_filter_reference, pixel_filter_reference
 from tests.conftest import requires_cuda
 
@@ -258,6 +260,16 @@ def test_batches_past_2_to_the_31_elements(backend, op):
     assert_matches(out[tail], expected, torch.float16)
 
 
+def test_every_triton_kernel_variant_compiles_for_a_gpu():
+    """The interpreter runs the kernels here but skips the GPU compiler's checks: compile each variant for sm_90."""
+    pytest.importorskip("triton.backends.nvidia")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    script = Path(__file__).with_name("compile_kernels_for_gpu.py")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert result.stdout.count(" ok") == 13
+
+
 def test_gradients_match_the_reference(backend, generator):
     """The registered backward (C is its own adjoint) on this backend against autograd through the float64
     reference ops."""
@@ -368,9 +380,10 @@ def test_large_planes_fall_back_to_the_reference(monkeypatch, generator):
     if "triton" not in BACKENDS:
         pytest.skip("no Triton backend here")
     monkeypatch.setenv("SOFTDIFF_BACKEND", "triton")
+    notice_fallback.cache_clear()  # the warning comes once per process; other tests may have had it
     a = torch.randn(1, 1, 8, 130, generator=generator).to(DEVICE)
     rows, cols = torch.rand(1, 1, 8).to(DEVICE), torch.rand(1, 1, 130).to(DEVICE)
-    with pytest.warns(RuntimeWarning, match="larger than 128x128"):
+    with pytest.warns(RuntimeWarning, match="larger than 64x64 have no fused triton kernel"):
         out = sk.dct_filter(a, rows=rows, cols=cols)
     torch.testing.assert_close(out, dct_filter_reference(a, rows=rows, cols=cols))
 
