@@ -133,6 +133,13 @@ def variants(args, backends: list[str]) -> list[tuple[str, str, bool, bool]]:
     return rows
 
 
+def planned_rows(args, backends: list[str]) -> list[tuple[str, str, str, bool, bool]]:
+    """(size, backend, amp, channels_last, compile) in the order timed: every size without torch.compile first, in the
+    order asked, then the compiled rows (each compiles for a minute or more)."""
+    rows = [(size, *variant) for size in args.sizes for variant in variants(args, backends)]
+    return sorted(rows, key=lambda row: row[4])  # stable
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["tiny", "small", "paper"])
@@ -148,16 +155,6 @@ def main(argv=None):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     fused = sk.backend(device)
     backends = [fused] + (["torch"] if fused != "torch" else [])
-    records = []
-    for size in args.sizes:
-        for backend, amp, channels_last, compile_net in variants(args, backends):
-            record = measure(size, args, device, backend=backend, amp=amp, channels_last=channels_last,
-                             compile_net=compile_net)  # fmt: skip
-            records.append(record)
-            print(f"{size:>6} {backend:>6} amp={amp:<4} cl={channels_last!s:<5} compile={compile_net!s:<5} "
-                  f"{record['img_per_s']:8.1f} img/s  outside the network {100 * record['outside_share']:5.1f}%",
-                  flush=True)  # fmt: skip
-    os.environ.pop("SOFTDIFF_BACKEND", None)
     info = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.machine(),
             "torch": torch.__version__, "threads": torch.get_num_threads()}  # fmt: skip
@@ -165,6 +162,20 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     slug = "".join(ch if ch.isalnum() else "-" for ch in info["device"].lower()).strip("-")
     stem = out / f"train-speed-{slug}-{info['date'][:16].replace(':', '')}"
+    records = []  # the tables are rewritten after every row: a run stopped at a time limit keeps what it measured
+    for size, backend, amp, channels_last, compile_net in planned_rows(args, backends):
+        record = measure(size, args, device, backend=backend, amp=amp, channels_last=channels_last,
+                         compile_net=compile_net)  # fmt: skip
+        records.append(record)
+        print(f"{size:>6} {backend:>6} amp={amp:<4} cl={channels_last!s:<5} compile={compile_net!s:<5} "
+              f"{record['img_per_s']:8.1f} img/s  outside the network {100 * record['outside_share']:5.1f}%",
+              flush=True)  # fmt: skip
+        write_tables(stem, info, args, records)
+    os.environ.pop("SOFTDIFF_BACKEND", None)
+    print(f"wrote {stem}.md and .json")
+
+
+def write_tables(stem: Path, info: dict, args, records: list[dict]) -> None:
     stem.with_suffix(".json").write_text(json.dumps({"environment": info, "records": records}, indent=2))
     lines = [f"# Training-step speed: {info['device']}, {info['date']}", "",
              f"torch {info['torch']}, {info['threads']} threads, batch {args.batch}, {args.resolution}x"
@@ -178,7 +189,6 @@ def main(argv=None):
                      f"{p['loss']:.2f} | {p['optimizer']:.2f} | {p['ema']:.2f} | "
                      f"{100 * r['outside_share']:.1f}% |")  # fmt: skip
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {stem}.md and .json")
 
 
 if __name__ == "__main__":

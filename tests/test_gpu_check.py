@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import torch
@@ -35,12 +36,12 @@ def test_train_stage_within_a_budget_writes_few_files(tmp_path):
     out, run_dir = tmp_path / "out", tmp_path / "run"
     train_args = "--net tiny --resolution 16 --batch 4 --steps 4 --ckpt-every 2 --sample-every 4 --nfe 2"
     train_args += " --sample-count 4"
-    result = gpu_check(out, "train", GPU_CHECK_ALLOW_CPU="1", GPU_CHECK_BUDGET_S="40", GPU_CHECK_RUN_DIR=str(run_dir),
+    result = gpu_check(out, "train", GPU_CHECK_ALLOW_CPU="1", GPU_CHECK_BUDGET_S="60", GPU_CHECK_RUN_DIR=str(run_dir),
                        GPU_CHECK_TRAIN_ARGS=train_args)  # fmt: skip
     report = (out / "report.md").read_text()
     assert "## stage train" in report and "- train-small: exit 0" in report, result.stdout + result.stderr
     assert {path.name for path in out.iterdir()} <= OUT_FILES and (out / "small-samples.png").is_file()
-    # 40 s cannot hold restore_depth and nfe_speed: what does not fit is cut or skipped, and says so; exit 1.
+    # 60 s cannot hold restore_depth and nfe_speed: what does not fit is cut or skipped, and says so; exit 1.
     later = [line for line in report.splitlines() if line.startswith(("- restore-depth:", "- nfe-speed:"))]
     assert len(later) == 2 and any("skipped" in line or "cap" in line for line in later), report
     assert result.returncode == 1
@@ -48,6 +49,24 @@ def test_train_stage_within_a_budget_writes_few_files(tmp_path):
         names = {Path(name).as_posix().removeprefix("./") for name in archive.getnames()}
     assert {"train-small.log", "train-small/log.jsonl"} <= names
     assert (run_dir / "checkpoints").is_dir()  # checkpoints stay out of OUTDIR
+
+
+def test_a_call_stopped_from_outside_still_writes_its_report(tmp_path):
+    """A lease's time limit stops the script with SIGTERM: the report and the archive of what ran must survive."""
+    out, run_dir = tmp_path / "out", tmp_path / "run"
+    train_args = "--net tiny --resolution 16 --batch 4 --steps 100000"
+    env = {**os.environ, "PYTHON": os.environ.get("PYTHON", "python"), "GPU_CHECK_ALLOW_CPU": "1",
+           "GPU_CHECK_RUN_DIR": str(run_dir), "GPU_CHECK_TRAIN_ARGS": train_args}  # fmt: skip
+    process = subprocess.Popen(["bash", str(SCRIPT), str(out), "train"], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run_dir / "log.jsonl").exists():
+        time.sleep(0.2)
+    process.terminate()
+    assert process.wait(timeout=60) == 143
+    report = (out / "report.md").read_text()
+    assert "## stage train" in report and "stopped from outside" in report
+    assert (out / "results.tar.gz").is_file() and {path.name for path in out.iterdir()} <= OUT_FILES
 
 
 def test_script_parses():

@@ -141,6 +141,10 @@ def test_train_speed_variants_and_end_to_end(tmp_path):
         ("cuda", "off", False, True),
         ("cuda", "bf16", True, True),
     ]
+    every.sizes = ["paper", "tiny"]
+    planned = speed.planned_rows(every, ["cuda", "torch"])
+    assert [(row[0], row[4]) for row in planned] == [("paper", False)] * 4 + [("tiny", False)] * 4 + [
+        ("paper", True), ("paper", True), ("tiny", True), ("tiny", True)]  # fmt: skip
     args = ["--sizes", "tiny", "--batch", "2", "--resolution", "8", "--repeats", "1", "--amp", "--out", str(tmp_path)]
     speed.main(args)
     (result,) = tmp_path.glob("train-speed-*.json")
