@@ -276,10 +276,10 @@ at::Tensor dct_filter(const at::Tensor& a, const std::optional<at::Tensor>& rows
                 "rows and cols must hold the same number J in {1, 2} of terms");
   }
   const c10::cuda::CUDAGuard guard(a.device());
-  if (a.numel() == 0) return at::empty(a.sizes(), a.options());
+  if (a.numel() == 0) return at::empty_like(a);
   const auto dtype = storage_type(a, {&a2, &c, &noise});
   const auto a_t = a.to(dtype);
-  auto out = at::empty(a.sizes(), a_t.options());
+  auto out = at::empty_like(a_t);  // a's layout when dense, as every backend
   auto contiguous_float = [&](const std::optional<at::Tensor>& x) -> std::optional<at::Tensor> {
     if (!x.has_value()) return x;
     return x->to(at::kFloat).contiguous();
@@ -319,10 +319,10 @@ at::Tensor pixel_filter(const at::Tensor& a, const at::Tensor& table, const std:
               "table must have shape [", batch, ", ", height, ", ", width, "] or [", batch, ", 1, 1]; got ",
               table.sizes());
   const c10::cuda::CUDAGuard guard(a.device());
-  if (a.numel() == 0) return at::empty(a.sizes(), a.options());
+  if (a.numel() == 0) return at::empty_like(a);
   const auto dtype = storage_type(a, {&a2, &c, &noise});
   const auto a_t = a.to(dtype);
-  auto out = at::empty(a.sizes(), a_t.options());
+  auto out = at::empty_like(a_t);  // a's layout when dense, as every backend
   const auto table_f = table.to(at::kFloat).expand({batch, height, width});
   auto contiguous_float = [](const std::optional<at::Tensor>& x) -> std::optional<at::Tensor> {
     if (!x.has_value()) return x;

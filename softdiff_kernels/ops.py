@@ -199,12 +199,21 @@ def _dct_filter_op(
 
                 return dct_filter_triton(a, **terms)
             notice_fallback("dct_filter", f"planes larger than {limit}x{limit} have no fused {name} kernel")
-        return dct_filter_reference(a, **terms).contiguous()
+        return in_layout_of(a, dct_filter_reference(a, **terms))
+
+
+def in_layout_of(a: Tensor, y: Tensor) -> Tensor:
+    """``y`` in the memory layout every backend gives its output, that of ``torch.empty_like(a)``: a's strides when a
+    is dense (channels-last stays channels-last), else contiguous."""
+    out = torch.empty_like(a)
+    if out.stride() == y.stride():
+        return y
+    return out.copy_(y)
 
 
 @_dct_filter_op.register_fake
 def _(a, rows, cols, table, a2, alpha, c, beta, noise, seeds, stream):
-    return torch.empty_like(a, memory_format=torch.contiguous_format)
+    return torch.empty_like(a)
 
 
 @torch.library.custom_op("softdiff::pixel_filter", mutates_args=(), schema=PIXEL_FILTER_SCHEMA)
@@ -228,12 +237,12 @@ def _pixel_filter_op(
             from .triton_pixel_filter import pixel_filter_triton
 
             return pixel_filter_triton(a, **terms)
-        return pixel_filter_reference(a, **terms).contiguous()
+        return in_layout_of(a, pixel_filter_reference(a, **terms))
 
 
 @_pixel_filter_op.register_fake
 def _(a, table, a2, alpha, c, beta, noise, seeds, stream):
-    return torch.empty_like(a, memory_format=torch.contiguous_format)
+    return torch.empty_like(a)
 
 
 def _save_linear_context(ctx, a2: Tensor | None, c: Tensor | None, alpha: Tensor | None, filters) -> None:

@@ -174,7 +174,7 @@ def dct_filter_triton(
     """Launch the kernel; arguments as :func:`softdiff_kernels.dct_filter` (already validated), H, W ≤ 128 (the
     dispatcher sends it planes up to 64×64: see ``ops.MAX_FUSED_SIZE``)."""
     batch, channels, height, width = a.shape
-    out = torch.empty(a.shape, dtype=a.dtype, device=a.device)
+    out = torch.empty_like(a)  # a's layout when dense (channels-last stays so), as every backend
     if out.numel() == 0:
         return out
     if table is not None:

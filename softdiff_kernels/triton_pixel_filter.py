@@ -65,7 +65,7 @@ def pixel_filter_triton(
 ):
     """Launch the kernel; arguments as :func:`softdiff_kernels.pixel_filter` (already validated)."""
     batch, channels, height, width = a.shape
-    out = torch.empty(a.shape, dtype=a.dtype, device=a.device)
+    out = torch.empty_like(a)  # a's layout when dense (channels-last stays so), as every backend
     if out.numel() == 0:
         return out
     table = table.to(torch.float32).expand(batch, height, width)  # a [B, 1, 1] table broadcasts by stride 0

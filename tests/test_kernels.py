@@ -130,6 +130,25 @@ def test_strided_inputs(backend, generator):
     assert_matches(sk.pixel_filter(**terms), float64_reference(pixel_filter_reference, terms), torch.float32)
 
 
+@pytest.mark.parametrize("op", ["dct", "pixel"])
+def test_outputs_keep_a_channels_last_layout(backend, op, generator):
+    """Every backend returns torch.empty_like(a)'s layout (so does the fake kernel torch.compile plans with): a
+    channels-last batch stays channels-last for the network that reads it."""
+    kind = "separable" if op == "dct" else "table"
+    terms = random_terms((3, 4, 12, 10), torch.float32, generator, filter_kind=kind, affine=True, noise_kind="seeds")
+    terms["a"] = terms["a"].contiguous(memory_format=torch.channels_last)
+    op_fn, reference = (
+        (sk.dct_filter, dct_filter_reference) if op == "dct" else (sk.pixel_filter, pixel_filter_reference)
+    )
+    out = op_fn(**terms)
+    assert out.is_contiguous(memory_format=torch.channels_last) and out.stride() == terms["a"].stride()
+    assert_matches(out, float64_reference(reference, terms), torch.float32)
+    torch.library.opcheck(torch.ops.softdiff.dct_filter if op == "dct" else torch.ops.softdiff.pixel_filter,
+                          (terms["a"], *([terms["rows"], terms["cols"], None] if op == "dct" else [terms["table"]]),
+                           terms["a2"], terms["alpha"], terms["c"], terms["beta"], None, terms["seeds"], 7),
+                          test_utils=("test_schema", "test_faketensor"))  # fmt: skip
+
+
 @pytest.mark.parametrize(("op", "filter_kind"), [("dct", "separable"), ("dct", "table"), ("pixel", "table")])
 def test_per_sample_vectors_are_read_through_their_strides(backend, op, filter_kind, generator):
     """alpha, beta and seeds may be views: a broadcast scalar (stride 0) or every other entry of a longer vector."""
