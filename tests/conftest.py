@@ -7,11 +7,14 @@ defined, hence here, before softdiff_kernels is imported.
 from __future__ import annotations
 
 import os
+import tempfile
 
 import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# Decoded data sets are cached (softdiff.data.cache): the tests' go to a temporary folder, not the user's ~/.cache.
+os.environ.setdefault("SOFTDIFF_CACHE", tempfile.mkdtemp(prefix="softdiff-test-cache-"))
 
 import numpy as np
 import pytest

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import datetime
 import json
 import math
 import os
@@ -36,7 +37,8 @@ import torch
 import torch.distributed as dist
 
 from .checkpoints import list_checkpoints, load_latest, remove_partial_writes, save_checkpoint
-from .data import DataError, load_images, to_model_range
+from .data import DataError, to_model_range
+from .data.cache import load_images_cached
 from .denoiser import PRECONDITIONINGS, Denoiser, data_second_moment
 from .images import save_image_grid
 from .losses import LOSSES, WEIGHTINGS, soft_score_matching_loss, stratified_times
@@ -324,7 +326,8 @@ def setup_distributed(config: TrainConfig) -> tuple[Distributed, torch.device]:
     device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
     if use_cuda:
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if use_cuda else "gloo")
+    # An hour, not NCCL's 10 minutes: rank 0 alone decodes a data set the first time (CelebA: several minutes).
+    dist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(hours=1))
     if config.batch % world:
         raise SystemExit(f"softdiff.train: --batch {config.batch} must be divisible by the {world} ranks")
     return Distributed(rank, world, local_rank), device
@@ -430,8 +433,9 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
     """Run (or resume) training; returns a summary. See the module docstring."""
     ddp, device = setup_distributed(config)
     torch.manual_seed(config.seed)
-    try:
-        images = load_images(config.data, size=config.resolution)  # uint8 [N, C, H, W]
+    try:  # uint8 [N, C, H, W], decoded once into softdiff's cache and read from there by other ranks and resumes
+        images = load_images_cached(config.data, size=config.resolution, is_main=ddp.is_main,
+                                    wait=dist.barrier if ddp.world > 1 else lambda: None)  # fmt: skip
     except (DataError, FileNotFoundError) as error:
         raise SystemExit(f"softdiff.train: --data {config.data}: {error}") from error
     channels = images.shape[1]
