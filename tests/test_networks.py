@@ -62,7 +62,8 @@ def test_unet_default_config_builds():
 @pytest.mark.parametrize("width", [24, 48, 96])
 def test_unet_builds_at_widths_whose_concatenations_32_does_not_divide(width, generator):
     # Decoder inputs concatenate skips (48 + 96 = 144 channels at width 48): GroupNorm's group count must divide them.
-    net = UNet(UNetConfig(resolution=8, channels=width, channel_multipliers=(1, 2), blocks_per_level=1))
+    net = UNet(UNetConfig(resolution=8, channels=width, channel_multipliers=(1, 2), blocks_per_level=1,
+                          attention_resolutions=(8,)))  # fmt: skip
     norms = [m for m in net.modules() if isinstance(m, torch.nn.GroupNorm)]
     assert all(m.num_channels % m.num_groups == 0 and m.num_channels // m.num_groups >= 4 for m in norms)
     assert net(torch.randn(2, 3, 8, 8, generator=generator), torch.ones(2)).shape == (2, 3, 8, 8)
@@ -101,3 +102,18 @@ def test_wiener_denoiser_around_an_autocast_network_preconditions_in_float32(gen
     expected = idct2(c_skip * dct2(x_t.double()) + c_out * dct2(f.double()))
     assert out.dtype == torch.float32
     assert (out.double() - expected).abs().max() < 2e-5 * (1 + expected.abs().max())
+
+
+def test_unet_names_bad_configurations_and_inputs(generator):
+    with pytest.raises(ValueError, match="need an even channels"):
+        UNet(UNetConfig(channels=15, channel_multipliers=(1, 2), blocks_per_level=1))
+    with pytest.raises(ValueError, match=r"attention_heads \(3\) must divide the \d+ channels"):
+        UNet(UNetConfig(channels=16, channel_multipliers=(1, 2), blocks_per_level=1, attention_heads=3))
+    with pytest.warns(UserWarning, match=r"match no level of a 48-pixel U-Net \(level sides \[48, 24, 12\]\)"):
+        UNet(UNetConfig(resolution=48, channels=16, channel_multipliers=(1, 2, 2), blocks_per_level=1))
+    net = build_unet("tiny", resolution=16)
+    x = torch.randn(2, 3, 16, 16, generator=generator)
+    with pytest.raises(ValueError, match=r"c_noise must be \[B\] = \[2\]"):
+        net(x, torch.tensor(5.0))
+    with pytest.raises(ValueError, match=r"x must be \[B, 3, H, W\]"):
+        net(x[:, :1], torch.ones(2))

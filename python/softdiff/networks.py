@@ -14,6 +14,7 @@ FIR filter and puts decoder attention in the last block of a level only; at the 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -81,6 +82,8 @@ class SelfAttention(nn.Module):
 
     def __init__(self, channels: int, heads: int, skip_scale: float):
         super().__init__()
+        if heads < 1 or channels % heads:
+            raise ValueError(f"attention_heads ({heads}) must divide the {channels} channels of an attention layer")
         self.heads, self.skip_scale = heads, skip_scale
         self.norm = group_norm(channels)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
@@ -126,6 +129,14 @@ class UNet(nn.Module):
         super().__init__()
         self.config = config = config or UNetConfig()
         width = config.channels
+        if width < 2 or width % 2 or not config.channel_multipliers or config.blocks_per_level < 1:
+            raise ValueError(f"need an even channels >= 2, channel multipliers and blocks_per_level >= 1; got "
+                             f"{width}, {config.channel_multipliers}, {config.blocks_per_level}")  # fmt: skip
+        sides = [config.resolution >> level for level in range(len(config.channel_multipliers))]
+        if config.attention_resolutions and not set(config.attention_resolutions) & set(sides):
+            warnings.warn(f"attention_resolutions {config.attention_resolutions} match no level of a "
+                          f"{config.resolution}-pixel U-Net (level sides {sides}): attention only in the middle",
+                          stacklevel=2)  # fmt: skip
         embedding_channels = 4 * width
         self.noise_embedding = nn.Sequential(
             PositionalEmbedding(width),
@@ -174,8 +185,13 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
         factor = 2 ** (self.levels - 1)
+        if x.dim() != 4 or x.shape[1] != self.config.image_channels:
+            raise ValueError(f"x must be [B, {self.config.image_channels}, H, W] for this U-Net; got {tuple(x.shape)}")
         if x.shape[-1] % factor or x.shape[-2] % factor:
             raise ValueError(f"image sides must be divisible by {factor} for this U-Net; got {tuple(x.shape[-2:])}")
+        if c_noise.shape != (x.shape[0],):
+            raise ValueError(f"c_noise must be [B] = [{x.shape[0]}] (one noise label per image); got "
+                             f"{tuple(c_noise.shape)}")  # fmt: skip
         embedding = self.noise_embedding(c_noise)
         h = self.input(x)
         skips = [h]
