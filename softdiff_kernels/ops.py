@@ -205,10 +205,10 @@ def _dct_filter_op(
 def in_layout_of(a: Tensor, y: Tensor) -> Tensor:
     """``y`` in the memory layout every backend gives its output, that of ``torch.empty_like(a)``: a's strides when a
     is dense (channels-last stays channels-last), else contiguous."""
+    if a.is_contiguous():  # the common case, without allocating a tensor to compare strides with
+        return y.contiguous()
     out = torch.empty_like(a)
-    if out.stride() == y.stride():
-        return y
-    return out.copy_(y)
+    return y if out.stride() == y.stride() else out.copy_(y)
 
 
 @_dct_filter_op.register_fake

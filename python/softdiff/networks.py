@@ -37,6 +37,11 @@ class UNetConfig:
     attention_heads: int = 1
     skip_scale: float = field(default=math.sqrt(0.5))
 
+    @property
+    def side_multiple(self) -> int:
+        """What image sides must be a multiple of: the U-Net halves them once per level after the first."""
+        return 2 ** (len(self.channel_multipliers) - 1)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -184,7 +189,7 @@ class UNet(nn.Module):
                 if (self.config.resolution >> level) in self.config.attention_resolutions}  # fmt: skip
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
-        factor = 2 ** (self.levels - 1)
+        factor = self.config.side_multiple
         if x.dim() != 4 or x.shape[1] != self.config.image_channels:
             raise ValueError(f"x must be [B, {self.config.image_channels}, H, W] for this U-Net; got {tuple(x.shape)}")
         if x.shape[-1] % factor or x.shape[-2] % factor:

@@ -179,6 +179,7 @@ def parse_args(argv=None) -> tuple[TrainConfig, str, Path]:
 
 
 def check_config(config: TrainConfig) -> None:
+    side_multiple = NETWORK_SIZES[config.net].side_multiple if config.net in NETWORK_SIZES else 1
     checks = [(config.net in NETWORK_SIZES, f"--net must be one of {sorted(NETWORK_SIZES)}"),
               (config.operator in ("dct_blur", "identity"), "--operator must be dct_blur or identity"),
               (config.amp in AMP_MODES, f"--amp must be one of {', '.join(AMP_MODES)}"),
@@ -196,19 +197,14 @@ def check_config(config: TrainConfig) -> None:
               (min(config.log_every, config.ckpt_every, config.sample_every) >= 1,
                "--log-every, --ckpt-every and --sample-every must be >= 1"),
               (config.nfe >= 1 and config.sample_count >= 1, "--nfe and --sample-count must be >= 1"),
-              (config.resolution >= 4 and config.resolution % network_factor(config.net) == 0,
-               f"--resolution must be a multiple of {network_factor(config.net)} for the {config.net} net"),
+              (config.resolution >= 4 and config.resolution % side_multiple == 0,
+               f"--resolution must be a multiple of {side_multiple} for the {config.net} net"),
               (config.lr_decay in LR_DECAYS, f"--lr-decay must be one of {LR_DECAYS}"),
               (math.isfinite(config.t_power) and config.t_power > 0, "--t-power must be a number > 0"),
               (0 <= config.t_uniform <= 1, "--t-uniform must lie in [0, 1]")]  # fmt: skip
     for ok, message in checks:
         if not ok:
             raise SystemExit(f"softdiff.train: {message}")
-
-
-def network_factor(net: str) -> int:
-    """What image sides must be a multiple of for the U-Net of size ``net`` (it halves them levels − 1 times)."""
-    return 2 ** (len(NETWORK_SIZES[net].channel_multipliers) - 1) if net in NETWORK_SIZES else 1
 
 
 # Settings a resumed run may change: how long it runs and what it writes, where and how fast it computes. The rest
