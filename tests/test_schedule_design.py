@@ -31,12 +31,6 @@ from softdiff.schedule_design import (
 )
 from softdiff.train import TrainConfig, build_process
 
-NOISE = sd.GeometricNoise(0.1, 1.5)
-
-
-def sigma_at(t: float) -> float:
-    return NOISE(torch.tensor([t], dtype=torch.float64)).item()
-
 
 def dct_coefficients(x: torch.Tensor) -> np.ndarray:
     """scipy's orthonormal DCT-II of images [N, C, H, W] -> float64 [N, C, H, W] (independent of softdiff)."""
@@ -47,10 +41,6 @@ def blur_spectrum(level: float, height: int, width: int) -> np.ndarray:
     omega_h = np.pi * np.arange(height) / height
     omega_w = np.pi * np.arange(width) / width
     return np.exp(-0.5 * level**2 * (omega_h[:, None] ** 2 + omega_w[None, :] ** 2))
-
-
-def noise_of_level(level_max):
-    return lambda levels: NOISE(levels / level_max)
 
 
 def random_images(generator, shape=(24, 2, 6, 5)) -> torch.Tensor:
@@ -77,20 +67,16 @@ def gaussian_images(generator, count, shape):
 # --- estimators -----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("with_noise", [False, True])
-def test_coupled_blur_is_the_synchronous_coupling_cost(with_noise, generator):
-    """Σ (d_a − d_b)² E[z²] + (σ_a − σ_b)² D, with z from scipy's DCT and d from the closed form."""
+def test_coupled_blur_is_the_synchronous_coupling_cost(generator):
+    """Σ (d_a − d_b)² E[z²], with z from scipy's DCT and d from the closed form."""
     x = random_images(generator)
-    sigma = noise_of_level(3.0) if with_noise else None
-    estimator = CoupledW2.from_data(x, sd.DCTBlur(), noise_sigma=sigma)
+    estimator = CoupledW2.from_data(x, sd.DCTBlur())
     levels_a = torch.tensor([0.0, 0.4, 1.3, 2.9], dtype=torch.float64)
     levels_b = torch.tensor([0.7, 0.4, 2.2, 0.05], dtype=torch.float64)
     second = (dct_coefficients(x) ** 2).mean(axis=0)  # [C, H, W]
     expected = []
     for a, b in zip(levels_a.tolist(), levels_b.tolist(), strict=True):
         squared = ((blur_spectrum(a, 6, 5) - blur_spectrum(b, 6, 5)) ** 2 * second).sum()
-        if with_noise:
-            squared += (sigma_at(a / 3) - sigma_at(b / 3)) ** 2 * x[0].numel()
         expected.append(math.sqrt(squared))
     np.testing.assert_allclose(estimator.distances(levels_a, levels_b).numpy(), expected, rtol=1e-10, atol=1e-12)
     matrix = estimator.matrix(levels_a)
@@ -126,9 +112,9 @@ def test_coupled_is_the_exact_w2_of_dct_diagonal_gaussian_data(generator):
         assert abs(estimate - exact) <= 0.03 * exact, (a, b, estimate, exact)
 
 
-def frechet_reference(x, level_a, level_b, sigma_a=0.0, sigma_b=0.0):
-    """Fréchet distance between Gaussian fits of C_a x_0 + σ_a η and C_b x_0 + σ_b η, in pixel space, with
-    scipy's sqrtm: blur matrices built from scipy's DCT, covariance with 1/N."""
+def frechet_reference(x, level_a, level_b):
+    """Fréchet distance between Gaussian fits of C_a x_0 and C_b x_0, in pixel space, with scipy's sqrtm: blur
+    matrices built from scipy's DCT, covariance with 1/N."""
     n, channels, height, width = x.shape
     flat = x.double().numpy().reshape(n, -1)
     mean, covariance = flat.mean(axis=0), np.cov(flat, rowvar=False, bias=True)
@@ -140,54 +126,46 @@ def frechet_reference(x, level_a, level_b, sigma_a=0.0, sigma_b=0.0):
         return scipy.fft.idctn(coefficients, type=2, norm="ortho", axes=(-2, -1)).reshape(dimension, dimension).T
 
     c_a, c_b = blur_matrix(level_a), blur_matrix(level_b)
-    cov_a = c_a @ covariance @ c_a.T + sigma_a**2 * np.eye(dimension)
-    cov_b = c_b @ covariance @ c_b.T + sigma_b**2 * np.eye(dimension)
+    cov_a = c_a @ covariance @ c_a.T
+    cov_b = c_b @ covariance @ c_b.T
     root_a = scipy.linalg.sqrtm(cov_a).real
     cross = scipy.linalg.sqrtm(root_a @ cov_b @ root_a).real
     squared = np.sum((c_a @ mean - c_b @ mean) ** 2) + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(cross)
     return math.sqrt(max(squared, 0.0))
 
 
-def test_frechet_matches_scipy_closed_form_with_noise(generator):
+def test_frechet_matches_scipy_closed_form(generator):
+    """softdiff's Fréchet distance (DCT basis, eigh) against the pixel-space formula with scipy's sqrtm."""
     x = random_images(generator, (40, 2, 4, 3))
-    estimator = FrechetW2.from_data(x, sd.DCTBlur(), noise_sigma=noise_of_level(2.0))
+    estimator = FrechetW2.from_data(x, sd.DCTBlur())
     pairs = [(0.0, 0.6), (0.3, 1.7), (1.2, 2.0)]
     actual = estimator.distances(torch.tensor([a for a, _ in pairs]), torch.tensor([b for _, b in pairs]))
-    sigma = [(sigma_at(a / 2), sigma_at(b / 2)) for a, b in pairs]
-    expected = [frechet_reference(x, a, b, *s) for (a, b), s in zip(pairs, sigma, strict=True)]
+    expected = [frechet_reference(x, a, b) for a, b in pairs]
     np.testing.assert_allclose(actual.numpy(), expected, rtol=1e-7)
 
 
-def test_frechet_on_gaussian_data_with_noise_matches_the_population_closed_form(generator):
-    """Gaussian data, DCT-diagonal Σ, noise σ: per coefficient
-    W2² = (d_a − d_b)² m² + (√(d_a²λ + σ_a²) − √(d_b²λ + σ_b²))²."""
+def test_frechet_on_gaussian_data_matches_the_population_closed_form(generator):
+    """Gaussian data, DCT-diagonal Σ: per coefficient W2² = (d_a − d_b)² (m² + λ), within Monte Carlo error."""
     variance, mean, x = gaussian_images(generator, 3000, (1, 4, 4))
-    estimator = FrechetW2.from_data(x, sd.DCTBlur(), noise_sigma=lambda levels: 0.1 + 0.2 * levels)
+    estimator = FrechetW2.from_data(x, sd.DCTBlur())
     for a, b in [(0.0, 0.8), (0.8, 2.5)]:
         d_a, d_b = blur_spectrum(a, 4, 4), blur_spectrum(b, 4, 4)
-        s_a, s_b = 0.1 + 0.2 * a, 0.1 + 0.2 * b
-        spread = (np.sqrt(d_a**2 * variance + s_a**2) - np.sqrt(d_b**2 * variance + s_b**2)) ** 2
-        exact = math.sqrt(((d_a - d_b) ** 2 * mean**2 + spread).sum())
+        exact = math.sqrt(((d_a - d_b) ** 2 * (mean**2 + variance)).sum())
         estimate = estimator.distances(torch.tensor([a]), torch.tensor([b])).item()
         assert abs(estimate - exact) <= 0.04 * exact, (a, b, estimate, exact)
 
 
 @pytest.mark.parametrize("operator", [sd.DCTBlur(), sd.Masking(seed=2)], ids=["dct_blur", "masking"])
-def test_frechet_equals_coupled_without_noise_and_never_exceeds_it(operator, generator):
-    """Commuting PSD operators: the synchronous coupling is optimal, so both estimators agree; with noise the
-    Fréchet distance is a lower (Gelbrich) bound of the coupled one."""
+def test_frechet_equals_coupled(operator, generator):
+    """Commuting PSD operators: the synchronous coupling is optimal, so both estimators agree."""
     x = random_images(generator, (30, 2, 4, 5))
     top = 2.5 if isinstance(operator, sd.DCTBlur) else 1.0
     levels_a = torch.tensor([0.0, 0.1, 0.45, 0.3]) * top
     levels_b = torch.tensor([0.2, 0.8, 0.5, 1.0]) * top
-    plain = FrechetW2.from_data(x, operator).distances(levels_a, levels_b)
+    frechet = FrechetW2.from_data(x, operator).distances(levels_a, levels_b)
     torch.testing.assert_close(
-        plain, CoupledW2.from_data(x, operator).distances(levels_a, levels_b), rtol=1e-7, atol=1e-9
+        frechet, CoupledW2.from_data(x, operator).distances(levels_a, levels_b), rtol=1e-7, atol=1e-9
     )
-    sigma = noise_of_level(top)
-    noisy = FrechetW2.from_data(x, operator, noise_sigma=sigma).distances(levels_a, levels_b)
-    coupled = CoupledW2.from_data(x, operator, noise_sigma=sigma).distances(levels_a, levels_b)
-    assert bool((noisy <= coupled * (1 + 1e-9)).all()) and bool((noisy < 0.99 * coupled).any())
 
 
 def test_frechet_size_guard_names_the_alternative():
@@ -251,20 +229,20 @@ def test_fewest_hops_on_a_line():
 
 
 @pytest.mark.parametrize(
-    ("operator", "estimator", "keep", "noise"),
+    ("operator", "estimator", "keep"),
     [
-        (sd.DCTBlur(), "coupled", 8, None),
-        (sd.DCTBlur(), "coupled", 2, NOISE),
-        (sd.Masking(seed=1), "coupled", 10, None),
-        (sd.DCTBlur(), "frechet", 6, NOISE),
+        (sd.DCTBlur(), "coupled", 8),
+        (sd.DCTBlur(), "coupled", 2),
+        (sd.Masking(seed=1), "coupled", 10),
+        (sd.DCTBlur(), "frechet", 6),
     ],
 )
-def test_designed_path_property(operator, estimator, keep, noise, generator):
+def test_designed_path_property(operator, estimator, keep, generator):
     """Exactly keep levels from 0 to level_max, taken from the candidates, every hop ≤ ε, ε the smallest value at
     which the fewest-hop path is that short, and a fewest-hop path at ε."""
     x = random_images(generator, (32, 2, 6, 5))
     candidates = 16 if estimator == "frechet" else 40  # Fréchet: every pair is checked below
-    result = sd.design_schedule(x, operator, candidates=candidates, keep=keep, estimator=estimator, noise=noise)
+    result = sd.design_schedule(x, operator, candidates=candidates, keep=keep, estimator=estimator)
     level_max = 1.0 if isinstance(operator, sd.Masking) else 0.36 * 5
     grid = torch.linspace(0, level_max, candidates, dtype=torch.float64)
     assert len(result.levels) == keep and result.levels[0] == 0 and result.levels[-1] == pytest.approx(level_max)
@@ -274,8 +252,7 @@ def test_designed_path_property(operator, estimator, keep, noise, generator):
     )
     assert max(result.w2_between_neighbours) <= result.epsilon * (1 + 1e-12)
     assert result.fewest_hops == keep - 1
-    sigma = None if noise is None else (lambda levels: noise(levels / level_max))
-    measure = (FrechetW2 if estimator == "frechet" else CoupledW2).from_data(x, operator, noise_sigma=sigma)
+    measure = (FrechetW2 if estimator == "frechet" else CoupledW2).from_data(x, operator)
     # ε is minimal: below it no path with ≤ keep levels exists (all pairwise distances, computed directly).
     pairs = torch.tensor(list(itertools.combinations(range(candidates), 2)))
     if estimator == "frechet":  # the design computed a band of the matrix; here every pair
@@ -290,13 +267,13 @@ def test_designed_path_property(operator, estimator, keep, noise, generator):
 
 def test_equal_arc_gives_equal_neighbour_distances(generator):
     x = random_images(generator)
-    result = sd.design_schedule(x, sd.DCTBlur(), candidates=400, keep=7, method="equal_arc", noise=NOISE)
+    result = sd.design_schedule(x, sd.DCTBlur(), candidates=400, keep=7, method="equal_arc")
     hops = torch.tensor(result.w2_between_neighbours, dtype=torch.float64)
     assert len(result.levels) == 7 and result.levels[0] == 0 and result.levels[-1] == pytest.approx(0.36 * 5)
     # Each hop spans 1/6 of the W2 arc length along the candidates; a chord is at most its arc (up to the
     # interpolation between candidates) and, the path being smooth, not much shorter.
     grid = torch.linspace(0, 0.36 * 5, 400, dtype=torch.float64)
-    measure = CoupledW2.from_data(x, sd.DCTBlur(), noise_sigma=noise_of_level(0.36 * 5))
+    measure = CoupledW2.from_data(x, sd.DCTBlur())
     share = float(measure.distances(grid[:-1], grid[1:]).sum()) / 6
     assert bool((hops <= share * (1 + 1e-4)).all()) and bool((hops >= 0.95 * share).all())
     assert result.epsilon == float(hops.max()) and result.fewest_hops is None
@@ -342,7 +319,6 @@ def test_design_schedule_rejects_bad_inputs(generator):
         (dict(candidates=2.5), ValueError, "candidates must be an int"),
         (dict(estimator="sliced"), ValueError, "estimator must be one of"),
         (dict(method="greedy"), ValueError, "method must be one of"),
-        (dict(noise=0.1), TypeError, "noise must be a GeometricNoise"),
         (dict(level_max=-1.0), ValueError, "level_max must be a finite number > 0"),
         (dict(operator=sd.Masking(), level_max=2.0), ValueError, r"must lie in \[0, 1\]"),
     ]
@@ -423,10 +399,9 @@ def test_shipped_schedules_are_valid_and_reproduced_by_their_command(tmp_path):
 def test_cli_writes_schedule_and_plot(tmp_path, capsys):
     out, plot = tmp_path / "s.json", tmp_path / "s.png"
     argv = ["--data", "shapes:32", "--size", "8", "--keep", "5", "--candidates", "24", "--out", str(out)]
-    assert schedule_cli.main([*argv, "--plot", str(plot), "--noise", "0.02", "1.0", "--method", "equal_arc"]) == 0
+    assert schedule_cli.main([*argv, "--plot", str(plot), "--method", "equal_arc"]) == 0
     record = load_schedule_file(out)
     assert len(record["levels"]) == 5 and record["method"] == "equal_arc"
-    assert record["noise"] == {"name": "geometric", "sigma_min": 0.02, "sigma_max": 1.0}
     assert record["command"].startswith("python -m softdiff.schedule --data shapes:32")
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "wrote" in capsys.readouterr().out
@@ -434,8 +409,8 @@ def test_cli_writes_schedule_and_plot(tmp_path, capsys):
         schedule_cli.main(["--data", f"folder:{tmp_path / 'none'}", "--out", str(out)])
     with pytest.raises(SystemExit, match="keep"):
         schedule_cli.main([*argv[:4], "--keep", "30", "--candidates", "24", "--out", str(out)])
-    with pytest.raises(SystemExit, match=r"sigma_max \(0.02\) must be >= sigma_min \(5.0\)"):
-        schedule_cli.main([*argv, "--noise", "5", "0.02"])
+    with pytest.raises(SystemExit, match="level_max must be a finite number > 0"):
+        schedule_cli.main([*argv, "--level-max", "-1"])
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match="--device cuda, but PyTorch sees no CUDA GPU"):
             schedule_cli.main([*argv, "--device", "cuda"])

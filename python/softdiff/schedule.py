@@ -21,7 +21,6 @@ import torch
 from .data import DataError, load_images
 from .operators import DCTBlur, Masking
 from .schedule_design import ESTIMATORS, METHODS, DesignedSchedule, design_schedule
-from .schedules import GeometricNoise
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -39,8 +38,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--method", default="shortest_path", choices=METHODS, help="level selection")
     parser.add_argument("--level-max", type=float, default=None,
                         help="largest level (default 0.36 x side pixels of blur; 1 for masking)")  # fmt: skip
-    parser.add_argument("--noise", type=float, nargs=2, metavar=("SIGMA_MIN", "SIGMA_MAX"), default=None,
-                        help="include geometric noise σ(ℓ/ℓ_max) at each level ([-1, 1] units)")  # fmt: skip
     parser.add_argument("--max-dimension", type=int, default=4096, help="largest C·H·W for --estimator frechet")
     parser.add_argument("--device", default="cpu", help="where the statistics are computed (cpu, cuda)")
     return parser.parse_args(argv)
@@ -90,7 +87,6 @@ def main(argv=None) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"softdiff.schedule: --device {args.device}, but PyTorch sees no CUDA GPU here")
     try:
-        noise = GeometricNoise(*args.noise) if args.noise else None
         schedule = design_schedule(
             images.to(args.device),
             operator,
@@ -98,7 +94,6 @@ def main(argv=None) -> int:
             keep=args.keep,
             estimator=args.estimator,
             method=args.method,
-            noise=noise,
             level_max=args.level_max,
             max_dimension=args.max_dimension,
             data_spec=args.data,

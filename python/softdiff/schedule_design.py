@@ -1,20 +1,27 @@
 """Wasserstein schedule design (DESIGN §1.5): choose the corruption levels so that neighbouring levels are close
 in Wasserstein-2 distance, then place them at uniform t (``LevelSchedule.from_levels``).
 
-Candidates: M levels ℓ_0 = 0 < ℓ_1 < … < ℓ_{M−1} = ℓ_max, evenly spaced. p_ℓ is the law of C(ℓ) x_0 (+ σ(ℓ) η
-when ``noise`` is given; the noise of level ℓ is noise(ℓ / ℓ_max), i.e. blur and noise are taken to rise
-together). Two estimators of W2(p_a, p_b), both in float64 and in the operator's orthonormal basis
-(z = DCT2(x) for the blur, z = x for masking), with d(ℓ) = ``operator.spectrum(ℓ)``:
+Candidates: M levels ℓ_0 = 0 < ℓ_1 < … < ℓ_{M−1} = ℓ_max, evenly spaced. p_ℓ is the law of C(ℓ) x_0, the
+corrupted data without its noise. Noise is not part of the design: the designed levels are placed at uniform t
+afterwards, so the noise a level will carry, σ(t_k), depends on its position k on the path, unknown while
+candidates are compared; and under the synchronous coupling the noise adds (σ(t_{k+1}) − σ(t_k))² C·H·W to hop k
+whatever levels are chosen. (Designing with the noise of a level tied to ℓ / ℓ_max instead scored a process that is
+never trained and sampled worse on the exact Gaussian denoiser.)
 
-- ``coupled``: the synchronous coupling (the same x_0 and η at both levels), exact for that coupling:
-      W2²(a, b) ≤ E‖(C_a − C_b) x_0 + (σ_a − σ_b) η‖² = Σ_{c,k,l} (d_a − d_b)²_{kl} E[z_{ckl}²] + (σ_a − σ_b)² C·H·W.
-  Without noise it is the exact W2 of the data's own corrupted laws, for any data: C_b C_a⁻¹ is symmetric
-  positive semi-definite (a gradient of a convex function), so by Brenier's theorem the coupling is optimal.
-- ``frechet``: W2 between Gaussian fits N(μ_a, Σ_a) of p_a, μ_a = d_a ⊙ μ, Σ_a = D_a S D_a + σ_a² I, with μ, S the
-  mean and (1/N) covariance of z over the data (full D × D, D = C·H·W):
+Two estimators of W2(p_a, p_b), both in float64 and in the operator's orthonormal basis (z = DCT2(x) for the
+blur, z = x for masking), with d(ℓ) = ``operator.spectrum(ℓ)``:
+
+- ``coupled``: the synchronous coupling (the same x_0 at both levels),
+      W2²(a, b) = E‖(C_a − C_b) x_0‖² = Σ_{c,k,l} (d_a − d_b)²_{kl} E[z_{ckl}²].
+  It is the exact W2 of the data's own corrupted laws, for any data: C_b C_a⁻¹ is symmetric positive
+  semi-definite (a gradient of a convex function), so by Brenier's theorem the coupling is optimal.
+- ``frechet`` (the paper's): W2 between Gaussian fits N(μ_a, Σ_a) of p_a, μ_a = d_a ⊙ μ, Σ_a = D_a S D_a, with μ,
+  S the mean and (1/N) covariance of z over the data (full D × D, D = C·H·W):
       W2²(a, b) = ‖μ_a − μ_b‖² + tr Σ_a + tr Σ_b − 2 tr (Σ_a^{1/2} Σ_b Σ_a^{1/2})^{1/2}.
-  It never exceeds ``coupled`` (Gelbrich's bound) and equals it without noise (D_a, D_b and S give
-  tr(...)^{1/2} = Σ d_a d_b S_kk). Costs one D × D eigendecomposition per candidate and per edge tried.
+  The same argument makes it equal to ``coupled`` in exact arithmetic (Σ_a, Σ_b are images of one Gaussian under
+  commuting PSD maps), so it serves as the paper's cross-check; in floating point its eigen-square-roots of nearly
+  singular covariances drift from ``coupled`` by up to ~1e-3 relative at strong blur. Costs one D × D
+  eigendecomposition per candidate and per edge tried.
 
 Methods:
 
@@ -37,7 +44,6 @@ import hashlib
 import itertools
 import json
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -46,7 +52,7 @@ import torch
 
 from ._checks import check_choice
 from .operators import Identity, Masking, Operator, basis_second_moment, model_range_float64, operator_from_dict
-from .schedules import GeometricNoise, LevelSchedule, default_blur_max
+from .schedules import LevelSchedule, default_blur_max
 
 ESTIMATORS = ("coupled", "frechet")
 METHODS = ("shortest_path", "equal_arc")
@@ -76,52 +82,42 @@ def _channel_spectra(operator: Operator, levels: torch.Tensor, image_shape: tupl
 
 
 class CoupledW2:
-    """W2 under the synchronous coupling: Σ (d_a − d_b)² E[z²] + (σ_a − σ_b)² D (see the module docstring).
+    """W2 under the synchronous coupling: Σ (d_a − d_b)² E[z²] (see the module docstring).
 
     Args:
         second_moments: E[z²] of the data's basis coefficients ``[C, H, W]``.
         operator: the corruption operator.
-        noise_sigma: σ as a function of the level (``[K]`` -> ``[K]``), or None for no noise.
     """
 
-    def __init__(self, second_moments: torch.Tensor, operator: Operator, *, noise_sigma: Callable | None = None):
+    def __init__(self, second_moments: torch.Tensor, operator: Operator):
         self.second_moments = second_moments.to(torch.float64).cpu()
         self.image_shape = tuple(second_moments.shape)
         self.operator = operator
-        self.noise_sigma = noise_sigma
 
     @classmethod
-    def from_data(cls, data: torch.Tensor, operator: Operator, *, noise_sigma=None, batch_size: int = 1024):
+    def from_data(cls, data: torch.Tensor, operator: Operator, *, batch_size: int = 1024):
         """E[z²] over ``data`` ``[N, C, H, W]`` (uint8 or float in [-1, 1]), accumulated in float64 on its device."""
-        return cls(basis_second_moment(operator, data, batch_size=batch_size), operator, noise_sigma=noise_sigma)
+        return cls(basis_second_moment(operator, data, batch_size=batch_size), operator)
 
-    def _plane_terms(self, levels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(d(ℓ) ``[K, H·W]``, σ(ℓ) ``[K]``): the spectrum is shared by the channels, so E[z²] is summed over them."""
+    def _plane_spectra(self, levels: torch.Tensor) -> torch.Tensor:
+        """d(ℓ) ``[K, H·W]``: the spectrum is shared by the channels, so E[z²] is summed over them."""
         _, height, width = self.image_shape
-        spectra = self.operator.spectrum(levels.to(torch.float64), height, width).flatten(1)
-        if self.noise_sigma is None:
-            return spectra, torch.zeros(levels.shape[0], dtype=torch.float64)
-        return spectra, self.noise_sigma(levels).to(torch.float64)
+        return self.operator.spectrum(levels.to(torch.float64), height, width).flatten(1)
 
     def distances(self, levels_a: torch.Tensor, levels_b: torch.Tensor) -> torch.Tensor:
         """W2(ℓ_a[k], ℓ_b[k]) for level pairs ``[K]``, ``[K]`` -> float64 ``[K]``."""
         weights = self.second_moments.sum(dim=0).flatten()
-        d_a, sigma_a = self._plane_terms(levels_a)
-        d_b, sigma_b = self._plane_terms(levels_b)
-        dimension = math.prod(self.image_shape)
-        squared = (d_a - d_b).square() @ weights + (sigma_a - sigma_b).square() * dimension
+        squared = (self._plane_spectra(levels_a) - self._plane_spectra(levels_b)).square() @ weights
         return squared.clamp(min=0).sqrt()
 
     def matrix(self, levels: torch.Tensor) -> torch.Tensor:
         """W2 between every pair of ``levels`` ``[M]``: float64 ``[M, M]``, entry (i, j) for i < j, +inf elsewhere."""
         count = levels.shape[0]
         weights = self.second_moments.sum(dim=0).flatten()
-        spectra, sigma = self._plane_terms(levels)
-        dimension = math.prod(self.image_shape)
+        spectra = self._plane_spectra(levels)
         result = torch.full((count, count), math.inf, dtype=torch.float64)
         for i in range(count - 1):
             squared = (spectra[i + 1 :] - spectra[i]).square() @ weights
-            squared += (sigma[i + 1 :] - sigma[i]).square() * dimension
             result[i, i + 1 :] = squared.clamp(min=0).sqrt()
         return result
 
@@ -134,7 +130,6 @@ class FrechetW2:
         covariance: S, their (1/N) covariance ``[D, D]``.
         image_shape: (C, H, W).
         operator: the corruption operator.
-        noise_sigma: σ as a function of the level, or None.
     """
 
     def __init__(
@@ -143,17 +138,14 @@ class FrechetW2:
         covariance: torch.Tensor,
         image_shape: tuple[int, int, int],
         operator: Operator,
-        *,
-        noise_sigma: Callable | None = None,
     ):
         self.mean = mean.to(torch.float64)
         self.covariance = covariance.to(torch.float64)
         self.image_shape = tuple(image_shape)
         self.operator = operator
-        self.noise_sigma = noise_sigma
 
     @classmethod
-    def from_data(cls, data, operator: Operator, *, noise_sigma=None, max_dimension: int = 4096, batch_size=1024):
+    def from_data(cls, data, operator: Operator, *, max_dimension: int = 4096, batch_size=1024):
         """Mean and covariance of the basis coefficients of ``data`` ``[N, C, H, W]`` (two passes, float64, on
         the data's device). Raises when D = C·H·W exceeds ``max_dimension``."""
         dimension = math.prod(data.shape[1:])
@@ -173,7 +165,7 @@ class FrechetW2:
         for part in data.split(batch_size):
             centred = operator.to_basis(model_range_float64(part)).flatten(1) - mean
             covariance += centred.T @ centred
-        return cls(mean, covariance / data.shape[0], data.shape[1:], operator, noise_sigma=noise_sigma)
+        return cls(mean, covariance / data.shape[0], data.shape[1:], operator)
 
     def second_moments(self) -> torch.Tensor:
         """E[z²] = diag(S) + μ² ``[C, H, W]`` (what :class:`CoupledW2` needs)."""
@@ -183,10 +175,7 @@ class FrechetW2:
         """(μ_ℓ ``[D]``, Σ_ℓ ``[D, D]``) of the corrupted law at one level."""
         level_tensor = torch.tensor([level], dtype=torch.float64)
         d = _channel_spectra(self.operator, level_tensor, self.image_shape)[0].to(self.mean.device)
-        covariance = d[:, None] * self.covariance * d[None, :]
-        if self.noise_sigma is not None:
-            covariance.diagonal().add_(float(self.noise_sigma(level_tensor)[0]) ** 2)
-        return d * self.mean, covariance
+        return d * self.mean, d[:, None] * self.covariance * d[None, :]
 
     @staticmethod
     def _sqrt(covariance: torch.Tensor) -> torch.Tensor:
@@ -334,7 +323,6 @@ class DesignedSchedule:
     w2_between_neighbours: list[float]
     candidates: int
     level_max: float
-    noise: GeometricNoise | None
     data: dict
     fewest_hops: int | None = None
     default_sin2: dict = field(default_factory=dict)
@@ -363,7 +351,6 @@ class DesignedSchedule:
             "candidates": self.candidates,
             "keep": len(self.levels),
             "level_max": self.level_max,
-            "noise": None if self.noise is None else self.noise.to_dict(),
             "data": self.data,
             "default_sin2": self.default_sin2,
             "softdiff_version": __version__,
@@ -417,7 +404,6 @@ def design_schedule(
     keep: int = 32,
     estimator: str = "coupled",
     method: str = "shortest_path",
-    noise: GeometricNoise | None = None,
     *,
     level_max: float | None = None,
     max_dimension: int = 4096,
@@ -435,7 +421,6 @@ def design_schedule(
         estimator: ``"coupled"`` (per-coefficient synchronous coupling; any size) or ``"frechet"`` (Gaussian
             fits with full covariance; D = C·H·W ≤ ``max_dimension``).
         method: ``"shortest_path"`` (the paper's ε-graph) or ``"equal_arc"`` (equal W2 between neighbours).
-        noise: include σ(ℓ / level_max) · η at each level (e.g. the training ``GeometricNoise``), or None.
         level_max: the most corrupted level (default 0.36 · min(H, W) pixels of blur; 1 for masking).
         data_spec: the data set's spec string, recorded in the result.
         progress: show a progress bar (the Fréchet estimator can take minutes).
@@ -454,8 +439,6 @@ def design_schedule(
         raise ValueError(f"keep ({keep}) must not exceed candidates ({candidates})")
     check_choice("estimator", estimator, ESTIMATORS)
     check_choice("method", method, METHODS)
-    if noise is not None and not isinstance(noise, GeometricNoise):
-        raise TypeError(f"noise must be a GeometricNoise or None; got {noise!r}")
     height, width = images.shape[-2:]
     if level_max is None:
         level_max = default_level_max(operator, height, width)
@@ -464,15 +447,11 @@ def design_schedule(
     level_max = float(level_max)
     operator.check_levels(torch.tensor([level_max], dtype=torch.float64))
 
-    def noise_sigma(levels: torch.Tensor) -> torch.Tensor:
-        return noise((levels.to(torch.float64) / level_max).clamp(0, 1))
-
-    sigma_of_level = None if noise is None else noise_sigma
     if estimator == "frechet":
-        measure = FrechetW2.from_data(images, operator, noise_sigma=sigma_of_level, max_dimension=max_dimension)
-        coupled = CoupledW2(measure.second_moments(), operator, noise_sigma=sigma_of_level)
+        measure = FrechetW2.from_data(images, operator, max_dimension=max_dimension)
+        coupled = CoupledW2(measure.second_moments(), operator)
     else:
-        coupled = CoupledW2.from_data(images, operator, noise_sigma=sigma_of_level)
+        coupled = CoupledW2.from_data(images, operator)
         measure = coupled
 
     grid = torch.linspace(0.0, level_max, candidates, dtype=torch.float64)
@@ -504,7 +483,6 @@ def design_schedule(
         w2_between_neighbours=hops.tolist(),
         candidates=candidates,
         level_max=level_max,
-        noise=noise,
         data={
             "spec": data_spec,
             "sha256": data_sha256(data),
