@@ -1,5 +1,7 @@
 """Every public function, given a bad argument, raises an error naming the argument and what was expected."""
 
+import math
+
 import pytest
 import torch
 
@@ -53,6 +55,7 @@ CASES = {
     "corrupt seed negative": (lambda: PROC.corrupt(X, T, seed=[1, -2]), ValueError, r"seed must lie in \[0, 2\^63\)"),
     "corrupt seed float": (lambda: PROC.corrupt(X, T, seed=[1.0, 2.0]), TypeError, "seed must be a sequence of ints"),
     "prior shape": (lambda: PROC.sample_prior((3, 6), [0]), ValueError, r"shape must be \(C, H, W\)"),
+    "prior seeds": (lambda: PROC.sample_prior((3, 6, 5), 5), TypeError, "seeds must be a sequence of ints or an"),
     # loss and denoiser
     "loss x0 rank": (lambda: sd.soft_score_matching_loss(DENOISER, X[0], PROC), ValueError, "x0 must be a 4-D"),
     "loss x0 NaN": (lambda: sd.soft_score_matching_loss(DENOISER, NAN_X, PROC), ValueError, "x0 contains NaN"),
@@ -103,6 +106,11 @@ CASES = {
         ValueError,
         r"t_start must lie in \(0, 1\]",
     ),
+    "sample t_start type": (
+        lambda: sd.sample(ORACLE, PROC, SHAPE, x_start=X, t_start="0.5"),
+        TypeError,
+        r"t_start must be a float in \(0, 1\]; got str",
+    ),
     "sample x_start shape": (
         lambda: sd.sample(ORACLE, PROC, SHAPE, x_start=X[:1], t_start=0.5),
         ValueError,
@@ -131,6 +139,11 @@ CASES = {
         lambda: sd.oracle.GaussianDenoiser(-torch.ones(3, 6, 5), PROC),
         ValueError,
         "variance must be finite and >= 0",
+    ),
+    "gaussian mean NaN": (
+        lambda: sd.oracle.GaussianDenoiser(torch.ones(3, 6, 5), PROC, mean=torch.full((3, 6, 5), math.nan)),
+        ValueError,
+        "mean contains NaN or Inf",
     ),
     # kernels
     "kernel filter": (lambda: sk.dct_filter(X), ValueError, "dct_filter needs a filter"),

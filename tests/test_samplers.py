@@ -128,6 +128,10 @@ def test_sample_from_a_given_image_restores_on_the_scaled_grid(generator):
     sd.sample(denoiser, proc, (2, 1, 6, 6), steps=4, x_start=x_start, t_start=0.4, seeds=[0, 1], progress=True)
     assert torch.equal(denoiser.calls[0][0], x_start)
     np.testing.assert_allclose([float(t[0]) for _, t in denoiser.calls], [0.4, 0.3, 0.2, 0.1], atol=1e-7)
+    for t_start in (np.float32(0.4), torch.tensor(0.4)):  # NumPy and one-element tensor scalars are numbers too
+        denoiser = RecordingDenoiser()
+        sd.sample(denoiser, proc, (2, 1, 6, 6), steps=4, x_start=x_start, t_start=t_start, seeds=[0, 1])
+        np.testing.assert_allclose([float(t[0]) for _, t in denoiser.calls], [0.4, 0.3, 0.2, 0.1], atol=1e-7)
 
 
 def test_sample_below_t_1_needs_a_start_and_takes_numpy_seeds(generator):

@@ -349,6 +349,12 @@ def test_schedule_files_are_checked(tmp_path):
         (write(tmp_path, "start.json", {"levels": [0.5, 1.0]}), "the first level must be 0"),
         (write(tmp_path, "down.json", {"levels": [0.0, 2.0, 1.0]}), "strictly increasing"),
         (write(tmp_path, "flat.json", {"levels": [0.0, 1.0, 1.0]}), "strictly increasing"),
+        (write(tmp_path, "huge.json", '{"levels": [0, 1, ' + "9" * 400 + "]}"), "at least 2 finite numbers"),
+        (write(tmp_path, "v99.json", {"format": "softdiff.schedule/99", "levels": [0.0, 1.0]}), "reads 'softdiff.sc"),
+        (write(tmp_path, "t.json", {"levels": [0.0, 1.0, 3.0], "t": [0, 0.25, 1]}), "'t' must be the uniform grid"),
+        (write(tmp_path, "t2.json", {"levels": [0.0, 1.0, 3.0], "t": [0, 1]}), "'t' must be the uniform grid"),
+        (write(tmp_path, "keep.json", {"levels": [0.0, 1.0, 3.0], "keep": 4}), "'keep' is 4 but it lists 3"),
+        (write(tmp_path, "max.json", {"levels": [0.0, 1.0, 3.0], "level_max": 2}), "'level_max' is 2 but the last"),
     ]
     for source, message in cases:
         with pytest.raises(ScheduleFileError, match=message):
@@ -358,6 +364,12 @@ def test_schedule_files_are_checked(tmp_path):
         level_schedule_from_file(masked, operator=sd.DCTBlur())
     with pytest.raises(ScheduleFileError, match="designed for 32x32 images, not 16x16"):
         level_schedule_from_file("shapes-32", operator=sd.DCTBlur(), image_size=(16, 16))
+    for shape in (32, [32], [3, 0, 32], "3x32x32"):
+        odd = write(tmp_path, "shape.json", {"levels": [0.0, 1.0], "data": {"shape": shape}})
+        with pytest.raises(ScheduleFileError, match=r"'data.shape' must be a list like \[C, H, W\]"):
+            level_schedule_from_file(odd, operator=sd.DCTBlur(), image_size=(16, 16))
+    written = load_schedule_file("shapes-16")  # what the designer writes passes every check
+    assert written["format"] == "softdiff.schedule/1" and len(written["t"]) == written["keep"]
     plain = write(tmp_path, "plain.json", {"levels": [0.0, 1.0, 3.0]})  # a hand-written file is fine
     assert level_schedule_from_file(plain, operator=sd.DCTBlur(), image_size=(16, 16)).levels == [0.0, 1.0, 3.0]
 

@@ -43,12 +43,21 @@ def check_finite(name: str, x: torch.Tensor) -> None:
         raise ValueError(f"{name} contains NaN or Inf")
 
 
-def as_times(name: str, t: object, batch: int | None = None, *, device: torch.device | None = None) -> torch.Tensor:
+def as_times(
+    name: str,
+    t: object,
+    batch: int | None = None,
+    *,
+    device: torch.device | None = None,
+    images_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
     """Times t in [0, 1] as a floating tensor ``[B]`` (a float or 0-d tensor is broadcast when ``batch`` is
-    given, and stays 0-d otherwise). Keeps float32 and float64; Python numbers and float16/bfloat16 tensors become
-    float32 (bfloat16 cannot tell t = 0.999 from 1)."""
+    given, and stays 0-d otherwise). Keeps float32 and float64 tensors; float16/bfloat16 tensors become float32
+    (bfloat16 cannot tell t = 0.999 from 1); Python numbers become float64 when ``images_dtype`` is float64 (a
+    float64 pipeline keeps every digit of t = 0.3) and float32 otherwise."""
     if isinstance(t, (int, float)) and not isinstance(t, bool):
-        t = torch.tensor(float(t), dtype=torch.float32, device=device)
+        dtype = torch.float64 if images_dtype == torch.float64 else torch.float32
+        t = torch.tensor(float(t), dtype=dtype, device=device)
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a float or a float tensor of shape [B]; got {type(t).__name__}")
     if not t.is_floating_point():

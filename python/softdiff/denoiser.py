@@ -103,7 +103,7 @@ class Denoiser(nn.Module):
     def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x_t ``[B, C, H, W]``, t ``[B]`` in [0, 1] -> x̂_0 ``[B, C, H, W]``."""
         check_images("x_t", x_t)
-        t = as_times("t", t, x_t.shape[0], device=x_t.device)
+        t = as_times("t", t, x_t.shape[0], device=x_t.device, images_dtype=x_t.dtype)
         label = noise_label(t.to(torch.float32))
         if self.precond == "paper":
             out = self._network(x_t, label)

@@ -104,7 +104,11 @@ def soft_score_matching_loss(
     check_choice("reduction", reduction, REDUCTIONS)
     check_images("x0", x0)
     batch = x0.shape[0]
-    t = stratified_times(batch, eps=eps, device=x0.device) if t is None else as_times("t", t, batch, device=x0.device)
+    t = (
+        stratified_times(batch, eps=eps, device=x0.device)
+        if t is None
+        else as_times("t", t, batch, device=x0.device, images_dtype=x0.dtype)
+    )
     x_t = process.corrupt(x0, t, noise=noise, seed=seeds)
     x0_hat = denoiser(x_t, t)
     check_images("denoiser output", x0_hat, like=x0, like_name="x0")

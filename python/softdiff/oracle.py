@@ -52,7 +52,7 @@ class EmpiricalDenoiser:
         if tuple(x_t.shape[1:]) != self.image_shape:
             raise ValueError(f"x_t must hold images of shape {self.image_shape}; got {tuple(x_t.shape[1:])}")
         batch, channels, height, width = x_t.shape
-        t = as_times("t", t, batch, device=x_t.device).to(torch.float64)
+        t = as_times("t", t, batch, device=x_t.device, images_dtype=x_t.dtype).to(torch.float64)
         operator = self.process.operator
         sigma = self.process.sigma(t)
         spectrum = operator.spectrum(self.process.level(t), height, width)  # [B, H, W]
@@ -102,6 +102,8 @@ class GaussianDenoiser:
         self.mean = torch.zeros_like(self.variance) if mean is None else mean.to(torch.float64)
         if self.mean.shape != self.variance.shape:
             raise ValueError(f"mean must have shape {tuple(self.variance.shape)}; got {tuple(self.mean.shape)}")
+        if not bool(torch.isfinite(self.mean).all()):
+            raise ValueError("mean contains NaN or Inf")
         self.process = process
 
     @classmethod
@@ -133,7 +135,7 @@ class GaussianDenoiser:
         if x_t.shape[1:] != self.variance.shape:
             raise ValueError(f"x_t must hold images of shape {tuple(self.variance.shape)}; got {tuple(x_t.shape[1:])}")
         height, width = x_t.shape[-2:]
-        t = as_times("t", t, x_t.shape[0], device=x_t.device).to(torch.float64)
+        t = as_times("t", t, x_t.shape[0], device=x_t.device, images_dtype=x_t.dtype).to(torch.float64)
         d = self.process.operator.spectrum(self.process.level(t), height, width)[:, None]  # [B, 1, H, W]
         sigma_sq = self.process.sigma(t).square().view(-1, 1, 1, 1)
         variance = self.variance.to(x_t.device)

@@ -53,7 +53,7 @@ class SoftDiffusionProcess:
     def apply(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
         """C_t x for x ``[B, C, H, W]`` and t ``[B]`` (or a float)."""
         check_images("x", x)
-        t = as_times("t", t, x.shape[0], device=x.device)
+        t = as_times("t", t, x.shape[0], device=x.device, images_dtype=x.dtype)
         level = self.level(t)
         return self.operator.combine(x, [level], [torch.ones_like(level)])
 
@@ -79,7 +79,7 @@ class SoftDiffusionProcess:
         """
         check_images("x0", x0)
         batch = x0.shape[0]
-        t = as_times("t", t, batch, device=x0.device)
+        t = as_times("t", t, batch, device=x0.device, images_dtype=x0.dtype)
         if noise is not None and seed is not None:
             raise ValueError("pass noise or seed, not both")
         seeds = None
@@ -110,7 +110,12 @@ class SoftDiffusionProcess:
         """x_1 ~ p_1, one image of ``shape`` = (C, H, W) per seed -> ``[B, C, H, W]``."""
         if len(shape) != 3 or any(not isinstance(n, int) or n < 1 for n in shape):
             raise ValueError(f"shape must be (C, H, W) of positive ints; got {tuple(shape)}")
-        seeds = as_seeds("seeds", seeds, len(seeds), device=torch.device(device))
+        try:
+            count = len(seeds)
+        except TypeError:
+            raise TypeError(f"seeds must be a sequence of ints or an integer tensor [B], one seed per image; got "
+                            f"{type(seeds).__name__}") from None  # fmt: skip
+        seeds = as_seeds("seeds", seeds, count, device=torch.device(device))
         return self.prior.sample(self, tuple(shape), seeds, dtype=dtype)
 
     def fit_prior(self, data: torch.Tensor | Iterable[torch.Tensor], *, batch_size: int = 512) -> DCTGaussianPrior:

@@ -32,6 +32,7 @@ batch it was drawn in.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 
 import torch
@@ -50,8 +51,8 @@ def _step_inputs(process, x_t, x0_hat, t, t_next, noise, seeds, *, stochastic: b
     check_images("x_t", x_t)
     check_images("x0_hat", x0_hat, like=x_t, like_name="x_t")
     batch = x_t.shape[0]
-    t = as_times("t", t, batch, device=x_t.device).to(torch.float64)
-    t_next = as_times("t_next", t_next, batch, device=x_t.device).to(torch.float64)
+    t = as_times("t", t, batch, device=x_t.device, images_dtype=x_t.dtype).to(torch.float64)
+    t_next = as_times("t_next", t_next, batch, device=x_t.device, images_dtype=x_t.dtype).to(torch.float64)
     if check_values_enabled() and bool((t_next > t).any()):
         raise ValueError("t_next must be <= t (samplers run from t = 1 towards t = 0)")
     if stochastic:
@@ -111,7 +112,7 @@ def second_order_step(process, x_t, x0_hat, t, t_next, x0_hat_other, t_other):
     check_images("x0_hat_other", x0_hat_other, like=x_t, like_name="x_t")
     x_first = momentum_ode_step(process, x_t, x0_hat, t, t_next)
     batch, _, height, width = x_t.shape
-    t, t_next, t_other = (as_times(n, v, batch, device=x_t.device).to(torch.float64) for n, v in
+    t, t_next, t_other = (as_times(n, v, batch, device=x_t.device, images_dtype=x_t.dtype).to(torch.float64) for n, v in
                           (("t", t), ("t_next", t_next), ("t_other", t_other)))  # fmt: skip
     rho, rho_next, rho_other = (log_snr(process, v, height, width) for v in (t, t_next, t_other))
     h = rho_next - rho
@@ -183,7 +184,12 @@ def sample(
     check_choice("sampler", sampler, SAMPLERS)
     if len(shape) != 4 or any(not isinstance(n, int) or n < 1 for n in shape):
         raise ValueError(f"shape must be (B, C, H, W) of positive ints; got {tuple(shape)}")
-    if not isinstance(t_start, (int, float)) or not 0 < t_start <= 1:
+    if isinstance(t_start, torch.Tensor) and t_start.numel() == 1 and t_start.is_floating_point():
+        t_start = float(t_start)  # a one-element tensor
+    if isinstance(t_start, bool) or not isinstance(t_start, numbers.Real):
+        raise TypeError(f"t_start must be a float in (0, 1]; got {type(t_start).__name__}")
+    t_start = float(t_start)  # NumPy scalars included
+    if not 0 < t_start <= 1:
         raise ValueError(f"t_start must lie in (0, 1]; got {t_start!r}")
     if x_start is None and t_start != 1:
         raise ValueError(f"t_start = {t_start} needs x_start, the corrupted images at t_start (p_1, drawn "

@@ -529,12 +529,13 @@ def _read_schedule_file(name_or_path: str | Path) -> tuple[dict, Path]:
         raise ScheduleFileError(f"schedule file {path} is not readable JSON: {error}") from error
     if not isinstance(record, dict) or "levels" not in record:
         raise ScheduleFileError(f"schedule file {path} has no 'levels' list")
+    if record.get("format", FORMAT) != FORMAT:
+        raise ScheduleFileError(
+            f"schedule file {path} has format {record['format']!r}; this softdiff reads {FORMAT!r} (upgrade "
+            "softdiff, or design the schedule again with this version)"
+        )
     levels = record["levels"]
-    if (
-        not isinstance(levels, list)
-        or len(levels) < 2
-        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in levels)
-    ):
+    if not isinstance(levels, list) or len(levels) < 2 or not all(_is_finite_number(v) for v in levels):
         raise ScheduleFileError(f"schedule file {path}: 'levels' must be a list of at least 2 finite numbers")
     if levels[0] != 0:
         raise ScheduleFileError(
@@ -542,7 +543,37 @@ def _read_schedule_file(name_or_path: str | Path) -> tuple[dict, Path]:
         )
     if any(b <= a for a, b in itertools.pairwise(levels)):
         raise ScheduleFileError(f"schedule file {path}: 'levels' must be strictly increasing")
+    # The levels are placed at t_k = k / (K − 1); a file that says otherwise, or disagrees with itself, is refused
+    # rather than read in a way its author did not mean.
+    uniform = [k / (len(levels) - 1) for k in range(len(levels))]
+    times = record.get("t", uniform)
+    if (
+        not isinstance(times, list)
+        or len(times) != len(levels)
+        or not all(_is_finite_number(v) and abs(v - u) <= 1e-9 for v, u in zip(times, uniform, strict=False))
+    ):
+        raise ScheduleFileError(
+            f"schedule file {path}: 't' must be the uniform grid k / (K - 1) with K = {len(levels)} levels, where "
+            "softdiff places them; give levels only, or resample them onto that grid"
+        )
+    if record.get("keep", len(levels)) != len(levels):
+        raise ScheduleFileError(f"schedule file {path}: 'keep' is {record['keep']!r} but it lists {len(levels)} levels")
+    level_max = record.get("level_max", levels[-1])
+    if not _is_finite_number(level_max) or abs(level_max - levels[-1]) > 1e-9 * max(1.0, abs(levels[-1])):
+        raise ScheduleFileError(
+            f"schedule file {path}: 'level_max' is {level_max!r} but the last level is {levels[-1]!r}"
+        )
     return record, path
+
+
+def _is_finite_number(value: object) -> bool:
+    """A JSON number (not a bool) that is finite as a float (integers too large for a float are not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def load_schedule_file(name_or_path: str | Path) -> dict:
@@ -571,6 +602,12 @@ def level_schedule_from_file(
             raise ScheduleFileError(f"schedule file {path}: {error}") from error
     data = record.get("data")
     shape = data.get("shape") if isinstance(data, dict) else None
+    if shape is not None and (
+        not isinstance(shape, list)
+        or len(shape) < 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)
+    ):
+        raise ScheduleFileError(f"schedule file {path}: 'data.shape' must be a list like [C, H, W]; got {shape!r}")
     if image_size is not None and shape and tuple(shape[-2:]) != tuple(image_size):
         raise ScheduleFileError(
             f"schedule file {path} was designed for {shape[-2]}x{shape[-1]} images, not "

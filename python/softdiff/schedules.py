@@ -73,6 +73,9 @@ class LevelSchedule:
             raise ValueError("levels must be non-decreasing in t (t = 1 is the most corrupted)")
         if kind == "sin2" and len(values) != 1:
             raise ValueError("a sin2 schedule has one parameter, its maximum level")
+        if kind == "piecewise_linear" and len(values) >= 2 and values[0] != 0:
+            raise ValueError(f"the first level (t = 0) must be 0, so that C_0 = I; got {values[0]} (a constant "
+                             "corruption is LevelSchedule.constant)")  # fmt: skip
         self.kind = kind
         self.levels = values
 
@@ -87,9 +90,6 @@ class LevelSchedule:
         first level must be 0, so that C_0 = I: the loss near t = 0 then supervises every detail of x_0."""
         if isinstance(levels, torch.Tensor):
             levels = levels.detach().cpu().double().tolist()
-        if len(levels) >= 2 and levels[0] != 0:
-            raise ValueError(f"the first level (t = 0) must be 0, so that C_0 = I; got {levels[0]} (a constant "
-                             "corruption is LevelSchedule.constant)")  # fmt: skip
         return cls("piecewise_linear", levels)
 
     @classmethod

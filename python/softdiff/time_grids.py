@@ -12,8 +12,9 @@
   The arc length A(t) of that curve is blended with t, S(t) = (1 − u) A(t)/A(t_start) + u t/t_start, and the
   nodes are equally spaced in S: steps go where each frequency is being resolved (for DCT blur, a window of
   t per frequency), and the share u keeps some everywhere. λ defaults to the natural-image power law
-  λ ∝ 1/(1 + k² + l²) with a mean pixel variance of 0.25 (DCT basis) or 0.25 everywhere (pixel basis);
-  pass the data's own spectrum to :func:`information_grid` for a tailored grid.
+  λ ∝ 1/(1 + k² + l²) with a mean pixel variance of 0.25 (DCT blur, and Identity, for which any basis will do)
+  or 0.25 everywhere (masking, in the pixel basis); pass the data's own spectrum to :func:`information_grid` for
+  a tailored grid.
 - an explicit grid: a float sequence or 1-D tensor of N + 1 strictly decreasing times from t_start to 0.
 """
 
