@@ -111,6 +111,29 @@ def test_restore_depth_ratios_are_one_for_the_linear_denoiser_itself():
     assert restored.shape == clean.shape
 
 
+def test_restore_depth_full_linear_filter_is_the_least_squares_linear_map(generator):
+    """The full-covariance reference against a pixel-space construction that shares nothing with it: the blur as
+    a matrix (process.apply on the identity basis), K = M Cᵀ (C M Cᵀ + σ² I)⁻¹ with M = E[x_0 x_0ᵀ] in pixels."""
+    depth = load("restore_depth")
+    process = sd.SoftDiffusionProcess(sd.DCTBlur(), noise=sd.GeometricNoise(0.05, 2.0), levels=sd.LevelSchedule.sin2(2))
+    data = make_shapes(200, size=4).double()
+    full = depth.FullLinearDenoiser(data, process, batch_size=64)  # several batches: the sum is checked too
+    x_t = torch.randn(5, 3, 4, 4, generator=generator, dtype=torch.float64)
+    t = torch.full((5,), 0.45, dtype=torch.float64)
+    dimension = 3 * 4 * 4
+    blur = process.apply(torch.eye(dimension, dtype=torch.float64).view(dimension, 3, 4, 4), 0.45).flatten(1).T
+    flat = data.flatten(1)
+    moment = flat.T @ flat / flat.shape[0]
+    sigma2 = float(process.sigma(t[:1])) ** 2
+    gain = (
+        moment @ blur.T @ torch.linalg.inv(blur @ moment @ blur.T + sigma2 * torch.eye(dimension, dtype=torch.float64))
+    )
+    expected = (x_t.flatten(1) @ gain.T).view(5, 3, 4, 4)
+    torch.testing.assert_close(full(x_t, t), expected, rtol=1e-9, atol=1e-10)
+    with pytest.raises(ValueError, match="one t per call"):
+        full(x_t, torch.linspace(0.1, 0.5, 5, dtype=torch.float64))
+
+
 def test_restore_depth_end_to_end(tmp_path):
     from softdiff.train import main as train
 
@@ -120,6 +143,7 @@ def test_restore_depth_end_to_end(tmp_path):
                 "--out", str(tmp_path / "out")])  # fmt: skip
     records = json.loads((tmp_path / "out" / "restore_depth.json").read_text())["records"]
     assert [r["t"] for r in records] == [0.2, 0.7] and [r["steps"] for r in records] == [1, 3]
+    assert all(0 < r["full_linear_ratio"] < 1.5 for r in records)  # 16x16x3 = 768 <= 4096: the column is filled
     assert all(r["denoiser_ratio"] > 0 and r["restore_ratio"] > 0 for r in records)
     assert (tmp_path / "out" / "restore_depth.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="show"):
