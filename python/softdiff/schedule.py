@@ -38,7 +38,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--method", default="shortest_path", choices=METHODS, help="level selection")
     parser.add_argument("--level-max", type=float, default=None,
                         help="largest level (default 0.36 x side pixels of blur; 1 for masking)")  # fmt: skip
-    parser.add_argument("--max-dimension", type=int, default=4096, help="largest C·H·W for --estimator frechet")
+    parser.add_argument("--max-dimension", type=int, default=1024,
+                        help="largest C·H·W for --estimator frechet (cost: D³ per pair of levels)")  # fmt: skip
     parser.add_argument("--device", default="cpu", help="where the statistics are computed (cpu, cuda)")
     return parser.parse_args(argv)
 
