@@ -36,6 +36,13 @@ def cuda_build_options() -> dict:
         return {}
     if CUDA_HOME is None:
         raise RuntimeError("SOFTDIFF_CUDA_BUILD=1 but no CUDA toolkit was found: set CUDA_HOME")
+    if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
+        # torch picks the architectures from the visible GPUs; with none it fails with an IndexError.
+        raise RuntimeError(
+            "SOFTDIFF_CUDA_BUILD=1 on a machine without a visible GPU: say which GPUs to compile for, e.g. "
+            "TORCH_CUDA_ARCH_LIST='8.0;9.0' (A100, H100), and point CUDA_HOME at the toolkit folder if torch "
+            f"guessed wrong (it uses {CUDA_HOME})"
+        )
 
     class OptionalBuildExtension(BuildExtension):
         """Fails loudly when the build was asked for; otherwise warns and installs pure Python."""

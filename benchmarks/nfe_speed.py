@@ -257,7 +257,7 @@ def checkpoint_records(args) -> list[dict]:
     try:
         from softdiff import fid
     except ImportError as error:
-        raise SystemExit(f"nfe_speed --ckpt needs softdiff.fid (python -m softdiff.fid): {error}") from error
+        raise SystemExit(f"scoring a checkpoint needs softdiff.fid (python -m softdiff.fid): {error}") from error
     import numpy as np
 
     from softdiff.images import to_uint8
@@ -290,7 +290,8 @@ def checkpoint_records(args) -> list[dict]:
                                                                       else [])  # fmt: skip
                 code = fid.main(argv)
                 if code != 0 or not score_path.exists():
-                    raise SystemExit(f"nfe_speed: python -m softdiff.fid {' '.join(argv)} failed (exit {code})")
+                    raise SystemExit(f"scoring {sampler} at {nfe} NFE: python -m softdiff.fid {' '.join(argv)} failed "
+                                     f"(exit {code})")  # fmt: skip
                 for score in json.loads(score_path.read_text())["results"]:
                     records.append(dict(operator=process.operator.name, sampler=sampler, nfe=nfe, method="checkpoint",
                                         metric=score["metric"], value=score["value"], samples=score["n"],

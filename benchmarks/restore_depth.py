@@ -138,13 +138,15 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", required=True, help="checkpoint file or run folder of a model trained on shapes")
     parser.add_argument("--n", type=int, default=256, help="held-out images measured")
-    parser.add_argument("--show", type=int, default=12, help="images (columns) in the PNG")
+    parser.add_argument("--show", type=int, default=None, help="images (columns) in the PNG (default min(12, n))")
     parser.add_argument("--times", type=parse_times, default=parse_times("0.1,0.2,0.3,0.4,0.5,0.7"), help="t values")
     parser.add_argument("--nfe", type=int, default=50, help="network evaluations of a restoration from t = 1")
     parser.add_argument("--sampler", default="momentum", choices=sd.samplers.SAMPLERS)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
     parser.add_argument("--out", type=Path, default=None, help="results folder")
     args = parser.parse_args(argv)
+    if args.show is None:
+        args.show = min(12, args.n)
     if args.n < 1 or args.nfe < 1 or not 1 <= args.show <= args.n:
         raise SystemExit("restore_depth: need --n >= 1, --nfe >= 1 and 1 <= --show <= --n")
 

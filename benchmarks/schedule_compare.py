@@ -41,15 +41,16 @@ def values(records, schedule: str, nfe: int, metric: str) -> list[float]:
 
 def verdict(designed: list[float], sin2: list[float]) -> str:
     """'designed better' only when its worst seed beats sin²'s best (lower is better), 'worse' the other way round,
-    otherwise 'no clear difference'; with the mean relative change."""
-    change = (statistics.mean(sin2) - statistics.mean(designed)) / statistics.mean(sin2)
+    otherwise 'no clear difference'; with how much lower (better) or higher designed's mean is."""
+    lower = (statistics.mean(sin2) - statistics.mean(designed)) / statistics.mean(sin2)
     if max(designed) < min(sin2):
         outcome = "designed better"
     elif min(designed) > max(sin2):
         outcome = "designed worse"
     else:
         outcome = "no clear difference (the seeds overlap)"
-    return f"{outcome}; means differ by {change:+.1%}"
+    direction = "lower" if lower >= 0 else "higher"
+    return f"{outcome}; designed's mean {abs(lower):.1%} {direction} than sin²'s"
 
 
 def write_markdown(path: Path, records, meta, seeds, nfes) -> None:

@@ -121,11 +121,12 @@ def test_a_sample_depends_only_on_its_seed(sampler):
         assert not torch.allclose(batch[0], batch[1])
 
 
-def test_sample_from_a_given_image_restores_on_the_scaled_grid(generator):
+def test_sample_from_a_given_image_restores_on_the_scaled_grid(generator, capsys):
     proc = sd.SoftDiffusionProcess(sd.DCTBlur(), noise=sd.GeometricNoise(0.02, 10.0), levels=sd.LevelSchedule.sin2(2.0))
     x_start = torch.randn(2, 1, 6, 6, generator=generator)
     denoiser = RecordingDenoiser()
     sd.sample(denoiser, proc, (2, 1, 6, 6), steps=4, x_start=x_start, t_start=0.4, seeds=[0, 1], progress=True)
+    assert "4/4" in capsys.readouterr().err  # the progress bar counts the last network call too
     assert torch.equal(denoiser.calls[0][0], x_start)
     np.testing.assert_allclose([float(t[0]) for _, t in denoiser.calls], [0.4, 0.3, 0.2, 0.1], atol=1e-7)
     for t_start in (np.float32(0.4), torch.tensor(0.4)):  # NumPy and one-element tensor scalars are numbers too

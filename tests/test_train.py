@@ -225,9 +225,11 @@ def test_sample_cli_restore_and_errors(trained, tmp_path):
     from PIL import Image
 
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(tmp_path / "in.png")
-    run("softdiff.sample", "--ckpt", str(trained), "--restore", str(tmp_path / "in.png"), "--t-start", "0.3",
-        "--n", "2", "--steps", "3", "--out", str(tmp_path / "restored"), "--no-progress")  # fmt: skip
-    assert (tmp_path / "restored" / "restore-seed-000001.png").exists()
+    restored = run("softdiff.sample", "--ckpt", str(trained), "--restore", str(tmp_path / "in.png"), "--t-start",
+                   "0.3", "--steps", "3", "--out", str(tmp_path / "restored"), "--no-progress")  # fmt: skip
+    written = sorted(path.name for path in (tmp_path / "restored").glob("restore-seed-*.png"))
+    assert written == [f"restore-seed-{seed:06d}.png" for seed in range(8)]  # 8 draws by default, not 64
+    assert "wrote 8 restorations" in restored.stderr and "not writable" not in restored.stderr
     missing = run("softdiff.sample", "--ckpt", str(tmp_path / "nothing.pt"), "--out", str(tmp_path / "x"),
                   check=False)  # fmt: skip
     assert missing.returncode != 0 and "checkpoint not found" in missing.stderr

@@ -79,8 +79,8 @@ def test_demo_recipe_end_to_end(tmp_path):
 
 def test_schedule_verdict_needs_the_seeds_to_separate():
     compare = load("schedule_compare")
-    assert compare.verdict([8.0, 9.0], [10.0, 11.0]).startswith("designed better; means differ by +19.0%")
-    assert compare.verdict([12.0, 13.0], [10.0, 11.0]).startswith("designed worse")
+    assert compare.verdict([8.0, 9.0], [10.0, 11.0]) == "designed better; designed's mean 19.0% lower than sin²'s"
+    assert compare.verdict([12.0, 13.0], [10.0, 11.0]) == "designed worse; designed's mean 19.0% higher than sin²'s"
     assert compare.verdict([9.0, 10.5], [10.0, 11.0]).startswith("no clear difference")
 
 

@@ -47,7 +47,7 @@ def load_restore_image(path: Path, resolution: int) -> torch.Tensor:
         image = _square_resize(_decode(path.read_bytes(), str(path)), resolution)
     except DataError as error:
         raise SystemExit(f"softdiff.sample: --restore: {error}") from error
-    array = torch.from_numpy(np.asarray(image, dtype=np.uint8)).permute(2, 0, 1)
+    array = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)  # a writable copy
     return array.float()[None] / 127.5 - 1
 
 
@@ -56,8 +56,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--ckpt", required=True, help="checkpoint file or run folder")
     parser.add_argument("--n", "--num-samples", dest="n", type=int, default=None,
-                        help="number of samples (seeds 0..n-1 unless --seeds); under torchrun write --num-samples "
-                             "(torchrun takes --n for its own --nnodes/--nproc-per-node)")  # fmt: skip
+                        help="number of samples, seeds 0..n-1 unless --seeds (default 64; with --restore 8, each a "
+                             "different draw of the restoration); under torchrun write --num-samples (torchrun "
+                             "takes --n for its own --nnodes/--nproc-per-node)")  # fmt: skip
     parser.add_argument("--seeds", default=None, help="seeds, e.g. 0-63 or 1,5,9 (inclusive ranges)")
     parser.add_argument("--steps", type=int, default=100, help="network evaluations per sample (default 100)")
     parser.add_argument("--sampler", default="momentum", choices=SAMPLERS, help="sampler (default momentum)")
@@ -115,7 +116,8 @@ def main(argv=None) -> int:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    seeds = parse_seeds(args.seeds) if args.seeds else list(range(args.n if args.n is not None else 64))
+    default_count = 8 if args.restore else 64
+    seeds = parse_seeds(args.seeds) if args.seeds else list(range(args.n if args.n is not None else default_count))
     if args.n is not None and args.seeds and args.n != len(seeds):
         raise SystemExit(f"softdiff.sample: --n {args.n} but --seeds lists {len(seeds)} seeds")
     denoiser, process, config = load_model(args.ckpt, weights=args.weights, device=device)
@@ -158,7 +160,8 @@ def main(argv=None) -> int:
             save_image_grid(first[:64], folder / "grid.png", scale=2)
             print(f"softdiff.sample: wrote {len(seeds)} images to {folder}", file=sys.stderr)
     elif rank == 0:
-        print(f"softdiff.sample: wrote {len(seeds)} restorations to {folder}", file=sys.stderr)
+        noun = "restoration" if len(seeds) == 1 else "restorations"
+        print(f"softdiff.sample: wrote {len(seeds)} {noun} to {folder}", file=sys.stderr)
     if world > 1:
         dist.barrier()  # rank 0 may still be writing: a peer that exits first can abort its gloo connection
         dist.destroy_process_group()

@@ -211,30 +211,36 @@ def sample(
         x = process.sample_prior(tuple(shape[1:]), seeds, dtype=dtype, device=device)
     else:
         x = x_start.to(device=device, dtype=dtype)
-    indices = range(steps)
+    bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        indices = tqdm(indices, desc=f"{sampler} sampling", unit="step")
+        bar = tqdm(total=steps, desc=f"{sampler} sampling", unit="step")  # counts network calls, the last included
     previous = None  # second order: (x_{t_{i−1}} before its step, x̂_0 at t_{i−1}, t_{i−1})
-    for i in indices:
-        t = times[i].expand(batch)
-        x0_hat = denoiser(x, t.to(time_dtype))
-        _check_denoiser_output(x0_hat, x, i, float(times[i]))
-        if i == steps - 1:
-            return x0_hat.to(dtype)
-        x0_hat, t_next = x0_hat.to(dtype), times[i + 1].expand(batch)
-        if sampler not in SECOND_ORDER:
-            x = STEPS[sampler](process, x, x0_hat, t, t_next, seeds=seeds, stream=i + 1)
-            continue
-        if previous is None:  # one call so far: the first-order step
-            x_before, x = x, momentum_ode_step(process, x, x0_hat, t, t_next)
-        else:
-            x_previous, x0_previous, t_previous = previous
-            if sampler == "heun":  # x was predicted; redo t_{i−1} → t_i with x̂_0 linear between both calls
-                x = second_order_step(process, x_previous, x0_previous, t_previous, t, x0_hat, t)
-            x_before, x = x, second_order_step(process, x, x0_hat, t, t_next, x0_previous, t_previous)
-        previous = (x_before, x0_hat, t)
+    try:
+        for i in range(steps):
+            t = times[i].expand(batch)
+            x0_hat = denoiser(x, t.to(time_dtype))
+            _check_denoiser_output(x0_hat, x, i, float(times[i]))
+            if bar is not None:
+                bar.update()
+            if i == steps - 1:
+                return x0_hat.to(dtype)
+            x0_hat, t_next = x0_hat.to(dtype), times[i + 1].expand(batch)
+            if sampler not in SECOND_ORDER:
+                x = STEPS[sampler](process, x, x0_hat, t, t_next, seeds=seeds, stream=i + 1)
+                continue
+            if previous is None:  # one call so far: the first-order step
+                x_before, x = x, momentum_ode_step(process, x, x0_hat, t, t_next)
+            else:
+                x_previous, x0_previous, t_previous = previous
+                if sampler == "heun":  # x was predicted; redo t_{i−1} → t_i with x̂_0 linear between both calls
+                    x = second_order_step(process, x_previous, x0_previous, t_previous, t, x0_hat, t)
+                x_before, x = x, second_order_step(process, x, x0_hat, t, t_next, x0_previous, t_previous)
+            previous = (x_before, x0_hat, t)
+    finally:
+        if bar is not None:
+            bar.close()
     raise AssertionError("unreachable")
 
 

@@ -120,7 +120,7 @@ PRESETS: dict[str, dict] = {
 }  # fmt: skip
 
 HELP = {
-    "data": "data spec: shapes[:N], cifar10:PATH, celeba:PATH[:crop=140|128], folder:PATH, npz:PATH",
+    "data": "data spec: shapes[:N], cifar10:PATH, celeba:PATH[:crop=140|128], folder:PATH, npz:PATH, npy:PATH",
     "resolution": "image side in pixels", "net": f"network size: {', '.join(NETWORK_SIZES)}",
     "operator": "corruption: dct_blur or identity (Gaussian baseline)",
     "sigma_min": "noise σ at t=0, data in [-1, 1] units", "sigma_max": "noise σ at t=1, data in [-1, 1] units",
