@@ -1,6 +1,7 @@
 """python -m softdiff.train and python -m softdiff.sample: end to end, resume, kill -9, corrupt checkpoints,
 the NaN guard, 2-process DDP, per-seed sampling."""
 
+import dataclasses
 import itertools
 import json
 import os
@@ -26,6 +27,7 @@ from softdiff.checkpoints import (
     save_checkpoint,
 )
 from softdiff.loading import parse_seeds
+from softdiff.train import PRESETS, TrainConfig, demo_longer_hint
 
 SMOKE = ["--preset", "smoke"]
 
@@ -65,9 +67,24 @@ def test_smoke_training_end_to_end(tmp_path):
     # The closing lines say what was written and how to go on; a second run of a finished one says so.
     assert "steps 0 -> 6" in result.stdout and str(out / "samples" / "step-00000006.png") in result.stdout
     assert str(out / "checkpoints" / "ckpt-00000006.pt") in result.stdout
-    assert f"python -m softdiff.sample --ckpt {out}" in result.stdout
+    assert f"python -m softdiff.sample --ckpt {out}" in result.stdout and "longer" not in result.stdout
     again = run("softdiff.train", *SMOKE, "--out", str(out))
     assert "already at step 6; raise --steps" in again.stdout
+
+
+def test_demo_preset_says_how_to_train_on(tmp_path):
+    """The demo's grid has patches, not yet shapes: its closing lines give the command that extends the run, when
+    that command would resume it (the plain demo preset: only length and output cadence may differ)."""
+    demo = TrainConfig(**PRESETS["demo"])
+    hint = demo_longer_hint(demo, tmp_path)
+    assert hint is not None and f"python -m softdiff.train --out {tmp_path} --steps 8000" in hint
+    assert demo_longer_hint(dataclasses.replace(demo, steps=300, nfe=10, sample_every=100), tmp_path) is not None
+    assert demo_longer_hint(dataclasses.replace(demo, steps=8000), tmp_path) is None
+    assert demo_longer_hint(dataclasses.replace(demo, resolution=16), tmp_path) is None  # --out + --steps: refused
+    out = tmp_path / "demo"
+    small = ["--data", "shapes:16", "--resolution", "16", "--steps", "2", "--batch", "4", "--nfe", "2"]
+    result = run("softdiff.train", "--out", str(out), *small, "--sample-count", "4", "--sample-every", "2")
+    assert "preset demo" in result.stdout and "longer" not in result.stdout
 
 
 def test_resume_after_a_clean_stop_equals_one_run(tmp_path):

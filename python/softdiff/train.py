@@ -578,8 +578,28 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
             dist.destroy_process_group()
     if ddp.is_main:
         seconds = time.perf_counter() - run_start
-        print(finished_message(out, start_step, config.steps, seconds, last_grid, last_checkpoint), flush=True)
+        message = finished_message(out, start_step, config.steps, seconds, last_grid, last_checkpoint)
+        if last_grid is not None and (hint := demo_longer_hint(config, out)):
+            message += "\n" + hint
+        print(message, flush=True)
     return {"step": config.steps, "loss": loss_value, "out": str(out)}
+
+
+DEMO_LONGER_STEPS = 8000  # the demo preset's steps at which its objects turn compact (README "Training")
+
+
+def demo_longer_hint(config: TrainConfig, out: Path) -> str | None:
+    """For a run of the plain demo preset (any length below 8000 steps, any output cadence): the command that
+    resumes it to 8000 steps. The demo's 10 minutes make patches, not yet clean shapes (README "Training")."""
+    plain = TrainConfig(**PRESETS["demo"])
+    same = all(getattr(plain, f.name) == getattr(config, f.name) for f in fields(TrainConfig)
+               if f.name not in RESUMABLE_CHANGES)  # fmt: skip
+    if not same or config.steps >= DEMO_LONGER_STEPS:
+        return None
+    return (
+        f"  longer      python -m softdiff.train --out {out} --steps {DEMO_LONGER_STEPS}   (resumes this run; "
+        "objects turn compact and convex by then, README 'Training')"
+    )
 
 
 def finished_message(out: Path, start_step: int, steps: int, seconds: float, grid: Path | None,
