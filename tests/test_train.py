@@ -77,7 +77,7 @@ def test_demo_preset_says_how_to_train_on(tmp_path):
     that command would resume it (the plain demo preset: only length and output cadence may differ)."""
     demo = TrainConfig(**PRESETS["demo"])
     hint = demo_longer_hint(demo, tmp_path)
-    assert hint is not None and f"python -m softdiff.train --out {tmp_path} --steps 8000" in hint
+    assert hint is not None and f"python -m softdiff.train --out {tmp_path} --steps 8000 --amp auto" in hint
     assert demo_longer_hint(dataclasses.replace(demo, steps=300, nfe=10, sample_every=100), tmp_path) is not None
     assert demo_longer_hint(dataclasses.replace(demo, steps=8000), tmp_path) is None
     assert demo_longer_hint(dataclasses.replace(demo, resolution=16), tmp_path) is None  # --out + --steps: refused
@@ -356,6 +356,14 @@ def test_bf16_autocast_and_channels_last_run_and_resume_exactly(tmp_path):
     run("softdiff.train", *SMOKE, "--out", str(resumed), "--steps", "2", "--ckpt-every", "1", *options)
     run("softdiff.train", *SMOKE, "--out", str(resumed), "--steps", "3", *options)
     assert_same_state(final_weights(resumed), state)
+    # The precision may change on resume (the weights are float32 throughout): on to fp16 with a fresh gradient
+    # scaler, and back to float32, which ignores the scaler's state.
+    fp16 = run("softdiff.train", *SMOKE, "--out", str(out), "--steps", "4", "--amp", "fp16")
+    assert "resuming from" in fp16.stdout and final_weights(out)["scaler"]
+    run("softdiff.train", *SMOKE, "--out", str(out), "--steps", "5", "--amp", "off")
+    state = final_weights(out)
+    assert state["config"]["amp"] == "off" and state["step"] == 5 and not state["scaler"]
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
 
 
 def test_amp_auto_picks_bf16_only_where_it_is_native(monkeypatch):

@@ -210,8 +210,10 @@ def check_config(config: TrainConfig) -> None:
 # Settings a resumed run may change: how long it runs and what it writes, where and how fast it computes. The rest
 # define the run (its model, data, process and optimisation); resuming with other values would silently train
 # a hybrid, so it is refused.
-RESUMABLE_CHANGES = ("steps", "device", "compile", "channels_last", "nfe", "sampler", "sample_count", "log_every",
-                     "ckpt_every", "sample_every", "keep")  # fmt: skip
+# A resumed run may change how it computes (device, precision, compilation, layout) and what it writes; the
+# weights stay float32 under --amp, so a float32 run can go on in bf16 and back.
+RESUMABLE_CHANGES = ("steps", "device", "amp", "compile", "channels_last", "nfe", "sampler", "sample_count",
+                     "log_every", "ckpt_every", "sample_every", "keep")  # fmt: skip
 
 
 def check_resumable(saved: TrainConfig, config: TrainConfig, path: Path) -> None:
@@ -454,7 +456,8 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
         net.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
+        if state["scaler"] and scaler.is_enabled():  # empty when saved without fp16; fresh when fp16 starts here
+            scaler.load_state_dict(state["scaler"])
         process = SoftDiffusionProcess.from_dict(state["process"])
         second_moment = state.get("second_moment")
         start_step = state["step"]
@@ -597,8 +600,8 @@ def demo_longer_hint(config: TrainConfig, out: Path) -> str | None:
     if not same or config.steps >= DEMO_LONGER_STEPS:
         return None
     return (
-        f"  longer      python -m softdiff.train --out {out} --steps {DEMO_LONGER_STEPS}   (resumes this run; "
-        "objects turn compact and convex by then, README 'Training')"
+        f"  longer      python -m softdiff.train --out {out} --steps {DEMO_LONGER_STEPS} --amp auto   (resumes this "
+        "run, in bf16 where native; objects turn compact and convex by then, README 'Training')"
     )
 
 
