@@ -36,6 +36,7 @@ from softdiff.denoiser import data_second_moment
 from softdiff.images import save_image_grid
 from softdiff.loading import load_model
 from softdiff.oracle import GaussianDenoiser
+from softdiff.schedule_design import FrechetW2
 
 HELD_OUT_START = 100_000
 
@@ -67,12 +68,8 @@ class FullLinearDenoiser:
 
     def __init__(self, data: torch.Tensor, process, *, batch_size: int = 1024):
         self.image_shape = tuple(data.shape[1:])
-        dimension = data[0].numel()
-        self.second_moment = torch.zeros(dimension, dimension, dtype=torch.float64, device=data.device)
-        for part in data.split(batch_size):
-            z = sk.dct2(part.to(torch.float64)).flatten(1)  # [n, D]
-            self.second_moment += z.T @ z
-        self.second_moment /= data.shape[0]
+        fit = FrechetW2.from_data(data, sd.DCTBlur(), max_dimension=self.MAX_DIMENSION, batch_size=batch_size)
+        self.second_moment = fit.covariance + fit.mean[:, None] * fit.mean[None, :]  # E[z zᵀ] = S + μ μᵀ
         self.process = process
 
     @classmethod
@@ -91,7 +88,8 @@ class FullLinearDenoiser:
         moment = self.second_moment.to(x_t.device)
         level, sigma = (v.to(torch.float64) for v in (self.process.level(t[:1]), self.process.sigma(t[:1])))
         d = self.process.operator.spectrum(level, height, width)[0].expand(channels, height, width).flatten()
-        system = d[:, None] * moment * d[None, :] + float(sigma) ** 2 * torch.eye(d.numel(), dtype=torch.float64)
+        identity = torch.eye(d.numel(), dtype=torch.float64, device=moment.device)
+        system = d[:, None] * moment * d[None, :] + float(sigma) ** 2 * identity
         z_t = sk.dct2(x_t.to(torch.float64)).flatten(1)  # [B, D]
         z_0 = torch.linalg.solve(system, z_t.T).T @ (d[:, None] * moment)  # z_t (C M C + σ² I)⁻¹ C M
         return sk.idct2(z_0.view(-1, channels, height, width)).to(x_t.dtype)

@@ -332,7 +332,7 @@ class DesignedSchedule:
 
     @property
     def t(self) -> list[float]:
-        return [k / (len(self.levels) - 1) for k in range(len(self.levels))]
+        return uniform_times(len(self.levels))
 
     def level_schedule(self) -> LevelSchedule:
         """The schedule as a :class:`LevelSchedule` (piecewise linear through the levels at uniform t)."""
@@ -368,6 +368,11 @@ class DesignedSchedule:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_dict(command=command), indent=1) + "\n")
         return path
+
+
+def uniform_times(count: int) -> list[float]:
+    """t_k = k / (count − 1), k = 0 … count − 1: where a schedule's levels are placed (count ≥ 2)."""
+    return [k / (count - 1) for k in range(count)]
 
 
 def data_sha256(data: torch.Tensor) -> str:
@@ -548,7 +553,7 @@ def _read_schedule_file(name_or_path: str | Path) -> tuple[dict, Path]:
         raise ScheduleFileError(f"schedule file {path}: 'levels' must be strictly increasing")
     # The levels are placed at t_k = k / (K − 1); a file that says otherwise, or disagrees with itself, is refused
     # rather than read in a way its author did not mean.
-    uniform = [k / (len(levels) - 1) for k in range(len(levels))]
+    uniform = uniform_times(len(levels))
     times = record.get("t", uniform)
     if (
         not isinstance(times, list)

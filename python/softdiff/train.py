@@ -207,18 +207,22 @@ def check_config(config: TrainConfig) -> None:
             raise SystemExit(f"softdiff.train: {message}")
 
 
-# Settings a resumed run may change: how long it runs and what it writes, where and how fast it computes. The rest
-# define the run (its model, data, process and optimisation); resuming with other values would silently train
-# a hybrid, so it is refused.
-# A resumed run may change how it computes (device, precision, compilation, layout) and what it writes; the
-# weights stay float32 under --amp, so a float32 run can go on in bf16 and back.
+# Settings a resumed run may change: how long it runs and what it writes, where and how fast it computes (device,
+# precision, compilation, layout; the weights stay float32 under --amp, so a float32 run can go on in bf16 and
+# back). The rest define the run (its model, data, process and optimisation); resuming with other values would
+# silently train a hybrid, so it is refused.
 RESUMABLE_CHANGES = ("steps", "device", "amp", "compile", "channels_last", "nfe", "sampler", "sample_count",
                      "log_every", "ckpt_every", "sample_every", "keep")  # fmt: skip
 
 
+def defining_changes(saved: TrainConfig, config: TrainConfig) -> list[str]:
+    """The settings outside RESUMABLE_CHANGES in which ``config`` differs from ``saved``."""
+    return [f.name for f in fields(TrainConfig)
+            if f.name not in RESUMABLE_CHANGES and getattr(saved, f.name) != getattr(config, f.name)]  # fmt: skip
+
+
 def check_resumable(saved: TrainConfig, config: TrainConfig, path: Path) -> None:
-    changed = [f.name for f in fields(TrainConfig)
-               if f.name not in RESUMABLE_CHANGES and getattr(saved, f.name) != getattr(config, f.name)]  # fmt: skip
+    changed = defining_changes(saved, config)
     if changed:
         was = ", ".join(f"{name}={getattr(saved, name)!r}" for name in changed)
         now = ", ".join(f"{name}={getattr(config, name)!r}" for name in changed)
@@ -594,10 +598,7 @@ DEMO_LONGER_STEPS = 8000  # the demo preset's steps at which its objects turn co
 def demo_longer_hint(config: TrainConfig, out: Path) -> str | None:
     """For a run of the plain demo preset (any length below 8000 steps, any output cadence): the command that
     resumes it to 8000 steps. The demo's 10 minutes make patches, not yet clean shapes (README "Training")."""
-    plain = TrainConfig(**PRESETS["demo"])
-    same = all(getattr(plain, f.name) == getattr(config, f.name) for f in fields(TrainConfig)
-               if f.name not in RESUMABLE_CHANGES)  # fmt: skip
-    if not same or config.steps >= DEMO_LONGER_STEPS:
+    if defining_changes(TrainConfig(**PRESETS["demo"]), config) or config.steps >= DEMO_LONGER_STEPS:
         return None
     return (
         f"  longer      python -m softdiff.train --out {out} --steps {DEMO_LONGER_STEPS} --amp auto   (resumes this "
