@@ -131,7 +131,7 @@ for stage in "${stages[@]}"; do
     per_test=()
     ! "$py" -c "import pytest_timeout" 2>/dev/null || per_test=(--timeout=90)
     step gpu-tests 200 "$py" -m pytest -q --maxfail=20 -rfE --durations=10 -p no:cacheprovider "${per_test[@]}" \
-      tests/test_cuda_extension.py tests/test_operators.py tests/test_kernels.py
+      tests/test_cuda_extension.py tests/test_operators.py tests/test_kernels.py tests/test_dct.py
     for backend in cuda triton; do
       step "kernels-$backend" 120 env SOFTDIFF_BACKEND=$backend "$py" benchmarks/kernels.py --out "$work/kernels-$backend"
     done

@@ -10,14 +10,15 @@ A = M_Hᵀ diag(rows) M_H and B = M_Wᵀ diag(cols) M_W (both symmetric), since
 IDCT2(r ⊗ c ⊙ DCT2(x)) = M_Hᵀ diag(r) M_H x M_Wᵀ diag(c) M_W; other filters go through the DCT domain.
 
 These are the float64-checkable references the Triton and CUDA kernels are tested against. They compute in
-float32 (float64 for float64 inputs) and return the dtype of ``a``. Validation lives in :mod:`.ops`.
+float32 (float64 for float64 inputs), whatever torch's TF32 setting (:func:`.dct.matmul_fp32`), and return the
+dtype of ``a``. Validation lives in :mod:`.ops`.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .dct import dct2, dct_matrix, idct2
+from .dct import dct2, dct_matrix, idct2, matmul_fp32
 from .random import seeded_normal
 
 
@@ -66,7 +67,7 @@ def _flush_tiny(filters: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
 def _axis_operator(factors: torch.Tensor, n: int) -> torch.Tensor:
     """Mᵀ diag(f) M for every row of ``factors`` ``[..., n]`` -> ``[..., n, n]`` (symmetric)."""
     m = dct_matrix(n, dtype=factors.dtype, device=factors.device)
-    return (m.T * _flush_tiny(factors, (-1,))[..., None, :]) @ m
+    return matmul_fp32(m.T * _flush_tiny(factors, (-1,))[..., None, :], m)
 
 
 def dct_filter_reference(
@@ -91,7 +92,7 @@ def dct_filter_reference(
     if table is None and rows.shape[1] == 1:  # one separable term: A x B, two small matmuls per plane
         row_op = _axis_operator(rows[:, 0].to(dtype), height)  # [B, H, H]
         col_op = _axis_operator(cols[:, 0].to(dtype), width)  # [B, W, W]
-        y = row_op[:, None] @ x @ col_op[:, None]
+        y = matmul_fp32(matmul_fp32(row_op[:, None], x), col_op[:, None])
     else:  # through the DCT domain, whose matrices all samples share (large matmuls)
         spectrum = (
             table.to(dtype) if table is not None else torch.einsum("bjh,bjw->bhw", rows.to(dtype), cols.to(dtype))
