@@ -94,9 +94,10 @@ def dct_filter_reference(
         col_op = _axis_operator(cols[:, 0].to(dtype), width)  # [B, W, W]
         y = matmul_fp32(matmul_fp32(row_op[:, None], x), col_op[:, None])
     else:  # through the DCT domain, whose matrices all samples share (large matmuls)
-        spectrum = (
-            table.to(dtype) if table is not None else torch.einsum("bjh,bjw->bhw", rows.to(dtype), cols.to(dtype))
-        )
+        if table is not None:
+            spectrum = table.to(dtype)
+        else:  # Σ_j rows[b, j, k] cols[b, j, l] as products, not a (TF32-prone) batched matmul over j ≤ 2
+            spectrum = (rows.to(dtype)[:, :, :, None] * cols.to(dtype)[:, :, None, :]).sum(dim=1)
         y = idct2(_flush_tiny(spectrum, (-2, -1))[:, None] * dct2(x))
     return _add_affine_terms(y, alpha, c, beta, noise, seeds, stream).to(a.dtype)
 
