@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import tarfile
-import time
 import zipfile
 
 import numpy as np
@@ -151,21 +150,59 @@ def test_resume_after_a_clean_stop_equals_one_run(tmp_path):
     assert steps == [1, 2, 3, 4, 5, 6]
 
 
+# Runs softdiff.train and kills itself with SIGKILL at a given point of its progress (not of the clock): inside the
+# forward pass of a given step (KILL_IN_STEP, 1-based), or halfway through writing a given checkpoint (KILL_WRITING).
+KILLING_LAUNCHER = """
+import io, os, signal, sys
+import softdiff.train as train
+from softdiff import checkpoints
+
+kill_in_step = int(os.environ.get("KILL_IN_STEP", "0"))
+kill_writing = int(os.environ.get("KILL_WRITING", "0"))
+real_loss, real_save, calls = train.soft_score_matching_loss, train.save_checkpoint, []
+
+def loss(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == kill_in_step:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_loss(*args, **kwargs)
+
+def save(state, folder, step, *, keep):
+    if step == kill_writing:  # the temporary file save_checkpoint writes, torn halfway
+        blob = io.BytesIO()
+        train.torch.save(state, blob)
+        partial = checkpoints.checkpoint_path(folder, step).with_name(f".ckpt-{step:08d}.pt.tmp-{os.getpid()}")
+        partial.write_bytes(blob.getvalue()[: len(blob.getvalue()) // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_save(state, folder, step, keep=keep)
+
+train.soft_score_matching_loss, train.save_checkpoint = loss, save
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
 def test_sigkill_and_resume_is_bit_exact(tmp_path):
-    args = [*SMOKE, "--steps", "40", "--ckpt-every", "2", "--keep", "2", "--sample-every", "1000"]
+    """Killed inside step 7 (after the checkpoint of step 6), resumed, killed again while writing the checkpoint of
+    step 10, resumed to the end: the weights equal an uninterrupted run's bit for bit; the log has each step once."""
+    args = [*SMOKE, "--steps", "12", "--ckpt-every", "2", "--keep", "2", "--sample-every", "1000"]
     killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "softdiff.train", *args, "--out", str(killed)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + 300
-    while time.time() < deadline and not any(step >= 6 for step, _ in list_checkpoints(killed / "checkpoints")):
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    interrupted_at = max(step for step, _ in list_checkpoints(killed / "checkpoints"))
-    assert interrupted_at < 40, "the run finished before it could be killed"
-    run("softdiff.train", *args, "--out", str(killed))
+    launcher = tmp_path / "killing_launcher.py"
+    launcher.write_text(KILLING_LAUNCHER)
+    for kill, resumes_from in (({"KILL_IN_STEP": "7"}, None), ({"KILL_WRITING": "10"}, 6)):
+        result = subprocess.run([sys.executable, str(launcher), *args, "--out", str(killed)], capture_output=True,
+                                text=True, timeout=600, env={**os.environ, **kill})  # fmt: skip
+        assert result.returncode == -signal.SIGKILL, result.stdout[-2000:] + result.stderr[-2000:]
+        if resumes_from is not None:
+            assert f"resuming from {killed / 'checkpoints' / f'ckpt-{resumes_from:08d}.pt'}" in result.stdout
+    assert [step for step, _ in list_checkpoints(killed / "checkpoints")] == [6, 8]
+    assert list((killed / "checkpoints").glob(".ckpt-00000010.pt.tmp-*")), "the torn write should be there"
+    resumed = run("softdiff.train", *args, "--out", str(killed))
+    assert "resuming from" in resumed.stdout and "ckpt-00000008.pt" in resumed.stdout
+    assert not list((killed / "checkpoints").glob(".ckpt-*.tmp-*")), "the torn write is cleared on resume"
     run("softdiff.train", *args, "--out", str(tmp_path / "whole"))
     assert_same_state(final_weights(killed), final_weights(tmp_path / "whole"))
+    steps = [json.loads(line)["step"] for line in (killed / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 13))
 
 
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path):
