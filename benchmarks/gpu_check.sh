@@ -7,6 +7,9 @@
 # Stages, in the order given:
 #   core   install (builds csrc/), the backends found, the GPU tests (kernels, CUDA extension, operators on CUDA),
 #          the kernel benchmark for the cuda and triton backends                       (about 4-5 minutes)
+#          The report says whether the extension softdiff_kernels._C loaded; after an install that asked for its
+#          build (core always; tests when it installs) the tests run with SOFTDIFF_EXPECT_CUDA_EXTENSION=1, so
+#          that a missing extension fails tests/test_cuda_extension.py instead of skipping it.
 #   speed  benchmarks/train_speed.py: tiny, small and paper nets, batch 128, fused vs reference, bf16,
 #          channels-last, and all three with torch.compile                               (about 3-5 minutes)
 #   train  the demo preset with the small net at batch 128 (does a GPU's budget give recognisable shapes?),
@@ -91,10 +94,25 @@ finish() { # the tables and the archive, also when the call is stopped from outs
   cat "$report"
 }
 
+cuda_build_requested=0
 install_softdiff() { # install softdiff from this tree and build csrc/ (ninja rebuilds only what changed); if the
   # build fails, install without it so that the Triton and PyTorch paths are still measured (the log says why)
+  cuda_build_requested=1
   step install 240 env SOFTDIFF_CUDA_BUILD=1 "$py" -m pip install --no-build-isolation --no-deps -e . ||
     step install-without-csrc 60 env SOFTDIFF_CUDA_BUILD=0 "$py" -m pip install --no-build-isolation --no-deps -e .
+}
+
+cuda_extension_check() { # after the install: whether softdiff_kernels._C loads, in the report; where this call
+  # requested its build, the tests are told to expect it (tests/test_cuda_extension.py then fails, not skips,
+  # without it)
+  local loaded
+  loaded=$("$py" -c "from softdiff_kernels.dispatch import cuda_extension_status as s; ok, why = s()
+print(('loaded' if ok else 'NOT loaded') + ' (' + why + ')')" 2>&1 | tail -n 1)
+  if [ "$cuda_build_requested" = 1 ]; then
+    export SOFTDIFF_EXPECT_CUDA_EXTENSION=1
+    loaded="$loaded; its build was requested: SOFTDIFF_EXPECT_CUDA_EXTENSION=1 for the tests"
+  fi
+  printf -- '- cuda-extension: %s\n' "$loaded" | tee -a "$report"
 }
 
 ensure_installed() { # a fresh machine: install once
@@ -125,6 +143,7 @@ for stage in "${stages[@]}"; do
   case $stage in
   core)
     install_softdiff
+    cuda_extension_check
     step backends 60 "$py" -m softdiff_kernels
     # The CUDA extension's tests first; every failure reported (not just the first), each test capped when
     # pytest-timeout is there (a first GPU run may hang where the CPU never did).
@@ -156,6 +175,7 @@ for stage in "${stages[@]}"; do
     ;;
   tests)
     ensure_installed
+    cuda_extension_check
     parallel=()
     ! "$py" -c "import xdist" 2>/dev/null || parallel=(-n 8)
     step tests 600 "$py" -m pytest -q -x -p no:cacheprovider "${parallel[@]}"

@@ -1,8 +1,11 @@
 """The public names and signatures of DESIGN §2.2, which users and later work rely on."""
 
 import inspect
+import math
 import subprocess
 import sys
+
+import torch
 
 import softdiff as sd
 
@@ -25,9 +28,19 @@ def test_design_api_names_and_signatures():
         assert parameters(step)[:6] == ["process", "x_t", "x0_hat", "t", "t_next", "noise"]
     assert parameters(sd.Masking) == ["seed"] and inspect.signature(sd.Masking).parameters["seed"].default == 0
     assert parameters(sd.GeometricNoise) == ["sigma_min", "sigma_max"]
-    for constructor in ("sin2", "from_levels", "constant", "zero"):
-        assert callable(getattr(sd.LevelSchedule, constructor))
-    assert callable(sd.oracle.EmpiricalDenoiser) and callable(sd.oracle.GaussianDenoiser)
+    # The schedule constructors build the schedules they name: level(0.5) of each.
+    half = torch.tensor([0.5], dtype=torch.float64)
+    for constructor, args, level in (
+        ("sin2", (2.0,), 2.0 * math.sin(math.pi / 4) ** 2),
+        ("from_levels", ([0.0, 3.0],), 1.5),
+        ("constant", (0.7,), 0.7),
+        ("zero", (), 0.0),
+    ):
+        schedule = getattr(sd.LevelSchedule, constructor)(*args)
+        assert isinstance(schedule, sd.LevelSchedule)
+        assert math.isclose(float(schedule(half)), level, rel_tol=1e-12, abs_tol=1e-15), constructor
+    assert parameters(sd.oracle.EmpiricalDenoiser)[:2] == ["data", "process"]
+    assert parameters(sd.oracle.GaussianDenoiser)[:2] == ["variance", "process"]
     assert parameters(sd.Denoiser)[:3] == ["net", "process", "precond"]
 
 

@@ -42,7 +42,7 @@ def random_rotation(rng: np.random.Generator, dimension: int) -> np.ndarray:
 
 
 def test_frechet_distance_closed_forms():
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(1)
     # Commuting covariances Q diag(a) Qᵀ, Q diag(b) Qᵀ: d² = ‖μ1 − μ2‖² + Σ (√a − √b)², also singular ones.
     for dimension, zeros in ((1, 0), (7, 0), (40, 0), (40, 13)):
         q = random_rotation(rng, dimension)
@@ -63,7 +63,7 @@ def test_frechet_distance_closed_forms():
 def test_frechet_distance_matches_clean_fid_on_general_covariances():
     from cleanfid.fid import frechet_distance as clean_fid_frechet
 
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(2)
     dimension = 32
     stats = []
     for _ in range(2):
@@ -75,7 +75,7 @@ def test_frechet_distance_matches_clean_fid_on_general_covariances():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_gaussian_statistics_equal_numpy_cov(dtype):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(3)
     features = (rng.standard_normal((5000, 6)) @ rng.standard_normal((6, 6)) + 3.0).astype(dtype)
     mu, sigma = gaussian_statistics(features)
     reference = features.astype(np.float64)
@@ -104,7 +104,7 @@ def polynomial_mmd2(mean_x, cov_x, mean_y, cov_y) -> float:
 
 
 def test_kid_is_unbiased_for_the_closed_form_mmd():
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(4)
     d = 4
     mean_x, mean_y = rng.uniform(-1, 1, d), rng.uniform(-1, 1, d)
     ax, ay = rng.standard_normal((d, d)) * 0.6, rng.standard_normal((d, d)) * 0.6
@@ -121,7 +121,7 @@ def test_kid_is_unbiased_for_the_closed_form_mmd():
 def test_kid_equals_the_direct_formula_and_clean_fid():
     from cleanfid.fid import kernel_distance as clean_fid_kid
 
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(5)
     x, y = rng.standard_normal((60, 5)), rng.standard_normal((45, 5)) + 0.3
     # One subset with every row: Σ_{i≠j} k(x_i, x_j)/(m(m−1)) + same for y − 2 Σ k(x_i, y_j)/m², m = 45.
     single = kernel_distance(x, y, subsets=1, max_subset_size=1000, seed=3)
@@ -161,7 +161,7 @@ def progan_pyramid(images: np.ndarray, levels: int) -> list[np.ndarray]:
 
 
 def test_laplacian_pyramid_matches_progan_and_reconstructs():
-    images = np.random.default_rng().uniform(0, 255, (2, 3, 32, 32))
+    images = np.random.default_rng(6).uniform(0, 255, (2, 3, 32, 32))
     ours = laplacian_pyramid(torch.from_numpy(images), 3)
     for level, reference in zip(ours, progan_pyramid(images, 3), strict=True):
         np.testing.assert_allclose(level.numpy(), reference, atol=1e-9)
@@ -172,8 +172,8 @@ def test_laplacian_pyramid_matches_progan_and_reconstructs():
     assert swd.pyramid_sizes(64, 48) == [(64, 48), (32, 24)]
 
 
-def test_patch_descriptors_are_the_patches_and_positions_follow_the_index():
-    level = torch.randn(3, 2, 16, 20)
+def test_patch_descriptors_are_the_patches_and_positions_follow_the_index(generator):
+    level = torch.randn(3, 2, 16, 20, generator=generator)
     corners = swd.patch_corners(np.array([5, 9, 11]), [(16, 20)], per_image=4, seed=1)[0]
     assert corners[..., 0].max() <= 16 - 7 and corners[..., 1].max() <= 20 - 7 and corners.min() >= 0
     descriptors = swd.patch_descriptors(level, corners)
@@ -187,7 +187,7 @@ def test_patch_descriptors_are_the_patches_and_positions_follow_the_index():
 
 
 def test_sliced_wasserstein_equals_progan_with_one_descriptor_per_block():
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(7)
     a, b = rng.standard_normal((300, 12)), 1.5 * rng.standard_normal((300, 12)) + 0.2
     directions = swd.random_directions(12, 16, seed=4)
     unit = dict(mean=np.zeros(3), std=np.ones(3))
@@ -200,7 +200,7 @@ def test_sliced_wasserstein_equals_progan_with_one_descriptor_per_block():
 
 def test_sliced_wasserstein_gaussian_closed_form():
     # Projections of N(0, I) and N(0, s² I) on unit directions are N(0, 1) and N(0, s²): W1 = |1 − s| √(2/π).
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(8)
     scale = 1.6
     directions = swd.random_directions(20, 64, seed=0)
     unit = dict(mean=np.zeros(1), std=np.ones(1))
@@ -210,8 +210,8 @@ def test_sliced_wasserstein_gaussian_closed_form():
     assert sliced_wasserstein(qa.quantiles, qb.quantiles) == pytest.approx(expected, rel=0.015)  # ~6 std
 
 
-def test_random_feature_net_is_fixed_by_its_seed():
-    images = torch.randint(0, 256, (4, 3, 20, 24), dtype=torch.uint8)
+def test_random_feature_net_is_fixed_by_its_seed(generator):
+    images = torch.randint(0, 256, (4, 3, 20, 24), dtype=torch.uint8, generator=generator)
     one, two = RandomFeatureNet(seed=0), RandomFeatureNet(seed=0)
     assert torch.equal(one(images), two(images)) and one(images).shape == (4, one.feature_width)
     assert one.identity() == two.identity() != RandomFeatureNet(seed=1).identity()
@@ -264,7 +264,7 @@ def test_inception_features_are_clean_fids(tmp_path, mode):
     from cleanfid.inception_torchscript import InceptionV3W
 
     path = stand_in_file(tmp_path, 2048)  # InceptionV3W insists on 2048 features
-    images = np.random.default_rng().integers(0, 256, (6, 24, 24, 3), dtype=np.uint8)
+    images = np.random.default_rng(9).integers(0, 256, (6, 24, 24, 3), dtype=np.uint8)
     model = InceptionV3W(str(tmp_path), download=False, resize_inside=mode == "legacy_tensorflow")
     theirs = get_folder_features(str(write_pngs(tmp_path / "png", images)), model, num_workers=0, batch_size=4,
                                  device=torch.device("cpu"), mode=mode, verbose=False)  # fmt: skip

@@ -7,11 +7,14 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
 
 import torch
+
+from softdiff_kernels.dispatch import cuda_extension_status
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
@@ -72,5 +75,54 @@ def test_a_call_stopped_from_outside_still_writes_its_report(tmp_path):
     assert (out / "results.tar.gz").is_file() and {path.name for path in out.iterdir()} <= OUT_FILES
 
 
-def test_script_parses():
+def test_script_parses_smoke():
     assert subprocess.run(["bash", "-n", str(SCRIPT)]).returncode == 0
+
+
+STAND_IN_PYTHON = """#!/usr/bin/env bash
+# Python for gpu_check.sh, minus the slow and machine-changing calls: pip, pytest and the kernel benchmark only
+# write what they were called with (and the environment that matters) to CALLS.
+case "$1 ${2:-}" in
+  "-m pip") echo "pip SOFTDIFF_CUDA_BUILD=${SOFTDIFF_CUDA_BUILD:-unset}" >>CALLS && exit 0 ;;
+  "-m pytest") echo "pytest EXPECT=${SOFTDIFF_EXPECT_CUDA_EXTENSION:-unset}" >>CALLS && exit 0 ;;
+  "benchmarks/kernels.py "*) echo "kernels" >>CALLS && exit 0 ;;
+esac
+exec REAL "$@"
+"""
+
+
+def stand_in_python(folder: Path) -> tuple[Path, Path]:
+    calls = folder / "calls.txt"
+    script = folder / "python"
+    script.write_text(STAND_IN_PYTHON.replace("CALLS", str(calls)).replace("REAL", sys.executable))
+    script.chmod(0o755)
+    return script, calls
+
+
+def test_tests_expect_the_cuda_extension_after_an_install_that_built_it(tmp_path):
+    """The core stage installs with SOFTDIFF_CUDA_BUILD=1, says in the report whether softdiff_kernels._C loaded,
+    and runs the tests with SOFTDIFF_EXPECT_CUDA_EXTENSION=1 (a missing extension then fails them); the tests stage
+    of a call that did not install (softdiff already importable) leaves it unset. pip and pytest are stand-ins."""
+    python, calls = stand_in_python(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "SOFTDIFF_EXPECT_CUDA_EXTENSION"}
+    env |= {"PYTHON": str(python), "GPU_CHECK_ALLOW_CPU": "1"}
+    result = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "out"), "core"], env=env, capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert result.returncode == 0, report + result.stderr[-2000:]
+    assert calls.read_text().splitlines() == ["pip SOFTDIFF_CUDA_BUILD=1", "pytest EXPECT=1",
+                                              "kernels", "kernels"]  # fmt: skip
+    loaded, why = cuda_extension_status()
+    line = re.search(r"^- cuda-extension: (.*)$", report, re.M)
+    assert line, report
+    assert line.group(1) == f"{'loaded' if loaded else 'NOT loaded'} ({why}); its build was requested: " + (
+        "SOFTDIFF_EXPECT_CUDA_EXTENSION=1 for the tests"
+    )
+    assert report.index("- install: exit 0") < line.start() < report.index("- gpu-tests: exit 0")
+    calls.unlink()
+    result = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "again"), "tests"], env=env, capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+    report = (tmp_path / "again" / "report.md").read_text()
+    assert result.returncode == 0, report + result.stderr[-2000:]
+    assert calls.read_text().splitlines() == ["pytest EXPECT=unset"]
+    assert re.search(r"^- cuda-extension: (NOT )?loaded \(.*\)$", report, re.M), report

@@ -4,14 +4,19 @@ reference: shapes, dtypes, strides, in-kernel noise, gradients, torch.library re
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
+import numpy as np
 import pytest
+import scipy.fft
 import torch
 
 import softdiff as sd
 import softdiff_kernels as sk
+import softdiff_kernels.ops as ops_module
 from softdiff_kernels.dispatch import can_run, notice_fallback
+from softdiff_kernels.ops import MAX_FUSED_SIZE
 from softdiff_kernels.reference import _flush_tiny, dct_filter_reference, pixel_filter_reference
 from tests.conftest import requires_cuda
 
@@ -22,10 +27,37 @@ TOLERANCE = {torch.float32: 3e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2, t
 SHAPES = [(3, 3, 8, 8), (1, 5, 7, 12), (2, 1, 33, 17), (2, 3, 64, 40), (1, 2, 128, 96)]
 
 
+def fits(name, shape):
+    """Whether backend ``name`` runs a dct_filter of this shape itself (larger planes fall back to the reference)."""
+    return name == "torch" or max(shape[-2:]) <= MAX_FUSED_SIZE[name]
+
+
+# (backend, shape) pairs each backend really runs: (1, 2, 128, 96) is above Triton's 64, so it is paired with the
+# torch (and cuda) backends only; test_planes_above_the_triton_limit_fall_back_explicitly covers it under Triton.
+BACKEND_SHAPES = [
+    pytest.param(name, shape, id=f"{name}-{'x'.join(map(str, shape))}")
+    for name in BACKENDS
+    for shape in SHAPES
+    if fits(name, shape)
+]
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request, monkeypatch):
     monkeypatch.setenv("SOFTDIFF_BACKEND", request.param)
     return request.param
+
+
+@pytest.fixture
+def reference_calls(monkeypatch):
+    """The ops ("dct", "pixel") whose call went to the PyTorch reference, in order: empty when a fused kernel ran."""
+    calls = []
+    for name, tag in (("dct_filter_reference", "dct"), ("pixel_filter_reference", "pixel")):
+        original = getattr(ops_module, name)
+        monkeypatch.setattr(
+            ops_module, name, lambda *args, _f=original, _tag=tag, **kwargs: calls.append(_tag) or _f(*args, **kwargs)
+        )
+    return calls
 
 
 def random_terms(shape, dtype, generator, *, filter_kind, affine, noise_kind):
@@ -65,14 +97,94 @@ def assert_matches(out, expected, dtype):
     assert error <= TOLERANCE[dtype] * scale, f"error {error:.3g} > {TOLERANCE[dtype] * scale:.3g}"
 
 
-@pytest.mark.parametrize("shape", SHAPES)
+def scipy_dct_filter(terms):
+    """The op built independently of softdiff_kernels, in float64: scipy's orthonormal DCT-II of each plane of
+    a − a2, times the filter from its definition (``table``, or F[b, k, l] = Σ_j rows[b, j, k] cols[b, j, l]),
+    scipy's inverse, plus α c + β η (explicit noise only) -> float64 ``[B, C, H, W]`` on the CPU."""
+    f64 = {k: v.detach().cpu().double().numpy() for k, v in terms.items() if k != "stream" and v.is_floating_point()}
+    assert "seeds" not in terms, "seeded noise has no independent construction here"
+    x = f64["a"] - f64["a2"] if "a2" in f64 else f64["a"]
+    if "table" in f64:
+        spectrum = f64["table"]
+    else:
+        spectrum = np.einsum("bjk,bjl->bkl", f64["rows"], f64["cols"])
+    coefficients = scipy.fft.dctn(x, type=2, norm="ortho", axes=(-2, -1))
+    y = scipy.fft.idctn(spectrum[:, None] * coefficients, type=2, norm="ortho", axes=(-2, -1))
+    if "c" in f64:
+        y = y + f64["alpha"][:, None, None, None] * f64["c"]
+    if "noise" in f64:
+        y = y + f64["beta"][:, None, None, None] * f64["noise"]
+    return torch.from_numpy(y)
+
+
+def assert_ran(name, dtype, reference_calls):
+    """The backend ``name`` itself ran the op, not a silent fallback to the reference (float64 always runs it)."""
+    expected = ["dct"] if name == "torch" or dtype == torch.float64 else []
+    assert reference_calls == expected, f"backend {name}: reference calls {reference_calls}, expected {expected}"
+
+
+@pytest.mark.parametrize(("backend", "shape"), BACKEND_SHAPES, indirect=["backend"])
 @pytest.mark.parametrize("filter_kind", ["separable", "separable2", "table"])
 @pytest.mark.parametrize(("affine", "noise_kind"), [(False, "none"), (True, "tensor"), (True, "seeds")])
-def test_dct_filter_matches_float64_reference(backend, shape, filter_kind, affine, noise_kind, generator):
+def test_dct_filter_matches_float64_reference(
+    backend, shape, filter_kind, affine, noise_kind, generator, reference_calls
+):
     terms = random_terms(shape, torch.float32, generator, filter_kind=filter_kind, affine=affine, noise_kind=noise_kind)
     out = sk.dct_filter(**terms)
+    assert_ran(backend, torch.float32, reference_calls)
     assert out.shape == shape and out.dtype == torch.float32 and out.is_contiguous()
     assert_matches(out, float64_reference(dct_filter_reference, terms), torch.float32)
+
+
+@pytest.mark.parametrize(("backend", "shape"), BACKEND_SHAPES, indirect=["backend"])
+@pytest.mark.parametrize("filter_kind", ["separable", "separable2", "table"])
+@pytest.mark.parametrize("affine", [False, True])
+def test_dct_filter_matches_an_independent_scipy_construction(
+    backend, shape, filter_kind, affine, generator, reference_calls
+):
+    """Against scipy's DCT and the filter's definition, not against the reference (which the other tests trust):
+    a reference that mis-builds or mis-orients its spectrum fails here, and so does every backend."""
+    terms = random_terms(shape, torch.float32, generator, filter_kind=filter_kind, affine=affine,
+                         noise_kind="tensor" if affine else "none")  # fmt: skip
+    expected = scipy_dct_filter(terms)
+    assert_matches(sk.dct_filter(**terms), expected, torch.float32)
+    assert_ran(backend, torch.float32, reference_calls)
+    assert_matches(dct_filter_reference(**terms), expected, torch.float32)  # the reference itself, undispatched
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("filter_kind", ["separable", "separable2", "table"])
+def test_dct_filter_storage_dtypes_match_the_scipy_construction(
+    backend, dtype, filter_kind, generator, reference_calls
+):
+    terms = random_terms((3, 3, 24, 20), dtype, generator, filter_kind=filter_kind, affine=True, noise_kind="tensor")
+    out = sk.dct_filter(**terms)
+    assert out.dtype == dtype
+    assert_ran(backend, dtype, reference_calls)
+    assert_matches(out, scipy_dct_filter(terms), dtype)
+
+
+def test_planes_above_the_triton_limit_fall_back_explicitly(monkeypatch, generator, reference_calls):
+    """SHAPES' (1, 2, 128, 96) is above the Triton kernel's 64: with the Triton backend chosen, the dispatch runs the
+    reference for it (and warns), never the Triton launcher, while a 64x40 plane does reach the launcher. A stand-in
+    launcher, so that this runs without Triton too."""
+    launched = []
+    stand_in = types.ModuleType("softdiff_kernels.triton_dct_filter")
+    stand_in.dct_filter_triton = lambda a, **terms: launched.append(tuple(a.shape)) or dct_filter_reference(a, **terms)
+    monkeypatch.setitem(sys.modules, "softdiff_kernels.triton_dct_filter", stand_in)
+    monkeypatch.setattr(ops_module, "fused_backend", lambda a: "triton")
+    notice_fallback.cache_clear()  # the warning comes once per process; other tests may have had it
+    assert MAX_FUSED_SIZE["triton"] == 64 and not fits("triton", SHAPES[-1]) and fits("triton", SHAPES[-2])
+    large = random_terms(SHAPES[-1], torch.float32, generator, filter_kind="separable2", affine=True,
+                         noise_kind="tensor")  # fmt: skip
+    with pytest.warns(RuntimeWarning, match="planes larger than 64x64 have no fused triton kernel"):
+        out = sk.dct_filter(**large)
+    assert launched == [] and reference_calls == ["dct"]
+    assert_matches(out, scipy_dct_filter(large), torch.float32)
+    small = random_terms(SHAPES[-2], torch.float32, generator, filter_kind="separable2", affine=True,
+                         noise_kind="tensor")  # fmt: skip
+    assert_matches(sk.dct_filter(**small), scipy_dct_filter(small), torch.float32)
+    assert launched == [SHAPES[-2]] and reference_calls == ["dct"]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
@@ -121,12 +233,13 @@ def test_strided_inputs(backend, generator):
     c = torch.randn(4, 3, 20, 9, generator=generator).to(DEVICE)[:, :, ::2]
     rows = torch.rand(4, 1, 20, generator=generator).to(DEVICE)[..., ::2]
     cols = torch.rand(4, 1, 18, generator=generator).to(DEVICE)[..., ::2]
-    terms = dict(a=a, rows=rows, cols=cols, a2=a.flip(0), alpha=torch.rand(4).to(DEVICE), c=c,
-                 beta=torch.rand(4).to(DEVICE), noise=c.transpose(2, 3).contiguous().transpose(2, 3))  # fmt: skip
+    alpha, beta = (torch.rand(4, generator=generator).to(DEVICE) for _ in range(2))
+    terms = dict(a=a, rows=rows, cols=cols, a2=a.flip(0), alpha=alpha, c=c, beta=beta,
+                 noise=c.transpose(2, 3).contiguous().transpose(2, 3))  # fmt: skip
     assert not any(t.is_contiguous() for t in (a, c, rows, cols, terms["noise"]))
     assert_matches(sk.dct_filter(**terms), float64_reference(dct_filter_reference, terms), torch.float32)
     table = torch.rand(4, 9, 10, generator=generator).to(DEVICE).transpose(1, 2)
-    terms = dict(a=a, table=table, c=c, alpha=torch.rand(4).to(DEVICE))
+    terms = dict(a=a, table=table, c=c, alpha=torch.rand(4, generator=generator).to(DEVICE))
     assert_matches(sk.pixel_filter(**terms), float64_reference(pixel_filter_reference, terms), torch.float32)
 
 
@@ -234,20 +347,23 @@ def test_in_kernel_noise_at_the_top_of_the_stream_range(backend, op, stream):
     torch.testing.assert_close(eta.cpu(), sk.seeded_normal(torch.tensor(seeds), shape[1:], stream), rtol=0, atol=2e-6)
 
 
-def test_in_kernel_noise_does_not_depend_on_the_tiling():
+def test_in_kernel_noise_does_not_depend_on_the_tiling(generator):
     if "triton" not in BACKENDS:
         pytest.skip("no Triton backend here")
     from softdiff_kernels.triton_dct_filter import dct_filter_triton
     from softdiff_kernels.triton_pixel_filter import pixel_filter_triton
 
     shape = (2, 5, 12, 11)
-    a = torch.randn(shape, device=DEVICE)
+    a = torch.randn(shape, generator=generator).to(DEVICE)
     seeds, beta = torch.tensor([5, 6], device=DEVICE), torch.ones(2, device=DEVICE)
-    rows, cols = torch.rand(2, 1, 12, device=DEVICE), torch.rand(2, 1, 11, device=DEVICE)
+    rows, cols = (
+        torch.rand(2, 1, 12, generator=generator).to(DEVICE),
+        torch.rand(2, 1, 11, generator=generator).to(DEVICE),
+    )
     outs = [dct_filter_triton(a, rows=rows, cols=cols, beta=beta, seeds=seeds, stream=2, planes_per_program=p)
             for p in (1, 2, 4)]  # fmt: skip
     assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
-    table = torch.rand(2, 12, 11, device=DEVICE)
+    table = torch.rand(2, 12, 11, generator=generator).to(DEVICE)
     outs = [
         pixel_filter_triton(a, table=table, beta=beta, seeds=seeds, stream=2, rows_per_program=r) for r in (1, 4, 16)
     ]
@@ -310,11 +426,14 @@ def test_gradcheck_float64_through_the_ops(generator):
     a = torch.randn(2, 2, 6, 5, generator=generator, dtype=torch.float64, requires_grad=True)
     a2 = torch.randn(2, 2, 6, 5, generator=generator, dtype=torch.float64, requires_grad=True)
     c = torch.randn(2, 2, 6, 5, generator=generator, dtype=torch.float64, requires_grad=True)
-    rows, cols = torch.rand(2, 2, 6, dtype=torch.float64), torch.rand(2, 2, 5, dtype=torch.float64)
-    alpha = torch.rand(2, dtype=torch.float64)
+    rows, cols = (
+        torch.rand(2, 2, 6, dtype=torch.float64, generator=generator),
+        torch.rand(2, 2, 5, dtype=torch.float64, generator=generator),
+    )
+    alpha = torch.rand(2, dtype=torch.float64, generator=generator)
     assert torch.autograd.gradcheck(lambda a, a2, c: sk.dct_filter(a, rows=rows, cols=cols, a2=a2, alpha=alpha, c=c),
                                     (a, a2, c))  # fmt: skip
-    table = torch.rand(2, 6, 5, dtype=torch.float64)
+    table = torch.rand(2, 6, 5, dtype=torch.float64, generator=generator)
     assert torch.autograd.gradcheck(lambda a, a2, c: sk.pixel_filter(a, table=table, a2=a2, alpha=alpha, c=c),
                                     (a, a2, c))  # fmt: skip
     assert torch.autograd.gradgradcheck(lambda a: sk.dct_filter(a, table=table), (a,))
@@ -325,8 +444,11 @@ def test_gradient_of_one_input_alone(leaf, generator):
     """Only the inputs that ask for a gradient get one (the backward skips the rest), and it is the right one:
     ∂/∂a = C w, ∂/∂a2 = −C w, ∂/∂c = α w for a weight w."""
     a, a2, c, weight = (torch.randn(2, 2, 6, 5, generator=generator, dtype=torch.float64) for _ in range(4))
-    rows, cols = torch.rand(2, 2, 6, dtype=torch.float64), torch.rand(2, 2, 5, dtype=torch.float64)
-    alpha = torch.rand(2, dtype=torch.float64) + 0.5
+    rows, cols = (
+        torch.rand(2, 2, 6, dtype=torch.float64, generator=generator),
+        torch.rand(2, 2, 5, dtype=torch.float64, generator=generator),
+    )
+    alpha = torch.rand(2, dtype=torch.float64, generator=generator) + 0.5
     inputs = {"a": a, "a2": a2, "c": c}
     inputs[leaf] = inputs[leaf].clone().requires_grad_(True)
     out = sk.dct_filter(inputs["a"], rows=rows, cols=cols, a2=inputs["a2"], alpha=alpha, c=inputs["c"])
@@ -334,7 +456,7 @@ def test_gradient_of_one_input_alone(leaf, generator):
     c_weight = dct_filter_reference(weight, rows=rows, cols=cols)
     expected = {"a": c_weight, "a2": -c_weight, "c": alpha.view(-1, 1, 1, 1) * weight}[leaf]
     assert_matches(inputs[leaf].grad, expected, torch.float64)
-    table = torch.rand(2, 6, 5, dtype=torch.float64)
+    table = torch.rand(2, 6, 5, dtype=torch.float64, generator=generator)
     inputs = {"a": a, "a2": a2, "c": c}
     inputs[leaf] = inputs[leaf].clone().requires_grad_(True)
     (sk.pixel_filter(inputs["a"], table=table, a2=inputs["a2"], alpha=alpha, c=inputs["c"]) * weight).sum().backward()
@@ -366,8 +488,8 @@ def test_opcheck(backend, generator):
     terms["a"].requires_grad_(True)
     args = [terms.get(k) for k in ("a", "rows", "cols", "table", "a2", "alpha", "c", "beta", "noise", "seeds")]
     torch.library.opcheck(torch.ops.softdiff.dct_filter.default, (*args, 7))
-    pixel_args = [terms["a"], torch.rand(2, 9, 8, device=DEVICE), terms["a2"], terms["alpha"], terms["c"],
-                  terms["beta"], None, terms["seeds"], 7]  # fmt: skip
+    table = torch.rand(2, 9, 8, generator=generator).to(DEVICE)
+    pixel_args = [terms["a"], table, terms["a2"], terms["alpha"], terms["c"], terms["beta"], None, terms["seeds"], 7]
     torch.library.opcheck(torch.ops.softdiff.pixel_filter.default, tuple(pixel_args))
 
 
@@ -401,7 +523,10 @@ def test_large_planes_fall_back_to_the_reference(monkeypatch, generator):
     monkeypatch.setenv("SOFTDIFF_BACKEND", "triton")
     notice_fallback.cache_clear()  # the warning comes once per process; other tests may have had it
     a = torch.randn(1, 1, 8, 130, generator=generator).to(DEVICE)
-    rows, cols = torch.rand(1, 1, 8).to(DEVICE), torch.rand(1, 1, 130).to(DEVICE)
+    rows, cols = (
+        torch.rand(1, 1, 8, generator=generator).to(DEVICE),
+        torch.rand(1, 1, 130, generator=generator).to(DEVICE),
+    )
     with pytest.warns(RuntimeWarning, match="larger than 64x64 have no fused triton kernel"):
         out = sk.dct_filter(a, rows=rows, cols=cols)
     torch.testing.assert_close(out, dct_filter_reference(a, rows=rows, cols=cols))
@@ -433,13 +558,26 @@ def test_dispatch_choice_and_errors(monkeypatch):
         sk.backend("cpu")
 
 
-def test_report_command_runs():
-    result = subprocess.run([sys.executable, "-m", "softdiff_kernels"], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0 and "cpu uses: " in result.stdout
+def test_report_command_prints_the_dispatch_report(monkeypatch):
+    """``python -m softdiff_kernels`` prints what the dispatch decides: every backend for every device, and on the
+    CPU the reference (unforced)."""
+    monkeypatch.delenv("SOFTDIFF_BACKEND", raising=False)
+    env = {k: v for k, v in os.environ.items() if k != "SOFTDIFF_BACKEND"}
+    result = subprocess.run([sys.executable, "-m", "softdiff_kernels"], capture_output=True, text=True, timeout=120,
+                            env=env)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert lines == sk.dispatch.report().splitlines()
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        for name in sk.dispatch.BACKENDS:
+            ok, why = can_run(name, torch.device(device))
+            assert f"  {device:>4} {name:>6}: {'yes' if ok else 'no '}  {why}" in lines
+    assert "   cpu  torch: yes  PyTorch reference" in lines and "   cpu uses: torch" in lines
 
 
 @pytest.mark.parametrize("op", ["dct", "pixel"])
-def test_the_chosen_backend_is_the_one_that_runs(monkeypatch, op):
+def test_the_chosen_backend_is_the_one_that_runs(monkeypatch, op, generator):
     """SOFTDIFF_BACKEND=triton reaches the Triton launcher, =torch the reference (guards the dispatch itself)."""
     if "triton" not in BACKENDS:
         pytest.skip("no Triton backend here")
@@ -457,7 +595,7 @@ def test_the_chosen_backend_is_the_one_that_runs(monkeypatch, op):
         monkeypatch.setattr(
             owner, name, lambda *args, _f=original, _tag=tag, **kwargs: calls.append(_tag) or _f(*args, **kwargs)
         )
-    a = torch.randn(2, 3, 8, 8, device=DEVICE)
+    a = torch.randn(2, 3, 8, 8, generator=generator).to(DEVICE)
     for name in ("triton", "torch"):
         monkeypatch.setenv("SOFTDIFF_BACKEND", name)
         if op == "dct":

@@ -17,6 +17,14 @@ from softdiff.networks import (
 from softdiff_kernels import dct2, idct2
 
 
+@pytest.fixture(autouse=True)
+def seeded_initialisation():
+    """Networks initialise from torch's global generator: seeded for each test, and restored after it."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(19)
+        yield
+
+
 @pytest.mark.parametrize(("size", "resolution", "channels"), [("tiny", 16, 3), ("tiny", 32, 1), ("small", 32, 3)])
 def test_unet_maps_images_to_images(size, resolution, channels, generator):
     net = build_unet(size, resolution=resolution, image_channels=channels)
@@ -55,8 +63,26 @@ def test_unet_rejects_sides_it_cannot_halve():
         build_unet("huge", resolution=32)
 
 
-def test_unet_default_config_builds():
-    assert isinstance(UNet(UNetConfig(channels=16, channel_multipliers=(1, 2), blocks_per_level=1)), UNet)
+def test_unet_from_a_config_maps_each_image_to_an_output_that_depends_on_it(generator):
+    """UNet(config) with the config's defaults elsewhere (resolution 32, attention at 16, dropout; eval mode):
+    images to images, zero at initialisation, and once the weights are drawn, each output depends on its own input
+    and on no other image of the batch."""
+    config = UNetConfig(channels=16, channel_multipliers=(1, 2), blocks_per_level=1)
+    net = UNet(config).eval().requires_grad_(False)
+    assert net.config == config and any(isinstance(m, SelfAttention) for m in net.modules())
+    x, label = torch.randn(2, 3, 32, 32, generator=generator), torch.tensor([3.0, 900.0])
+    out = net(x, label)
+    assert out.shape == x.shape and torch.equal(out, torch.zeros_like(out))  # the zero-initialised last conv
+    for module in net.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.normal_(module.weight, std=0.05, generator=generator)
+    out = net(x, label)
+    assert out.shape == x.shape and float(out.abs().mean()) > 0
+    changed = x.clone()
+    changed[0] += torch.randn(3, 32, 32, generator=generator)
+    again = net(changed, label)
+    assert (again[0] - out[0]).abs().max() > 1e-3 * out[0].abs().max()
+    torch.testing.assert_close(again[1], out[1], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("width", [24, 48, 96])

@@ -208,7 +208,11 @@ def test_nfe_speed_benchmark_scores_a_checkpoint_with_the_proxies(tmp_path):
     assert all(math.isfinite(r["value"]) and r["value"] >= 0 for r in records)
     markdown = (tmp_path / "out" / "nfe_speed.md").read_text()
     assert "NOT FID" in markdown and "| heun | 3 | SWD-proxy |" in markdown
-    assert callable(sd.sample)
+    # The benchmark leaves the public sampling function in place, and it still samples.
+    assert sd.sample is sd.samplers.sample
+    drawn = sd.sample(lambda x, t: 0.5 * x, process, (2, 3, 16, 16), steps=2, seeds=[1, 2])
+    assert drawn.shape == (2, 3, 16, 16) and bool(torch.isfinite(drawn).all())
+    assert torch.equal(drawn, sd.samplers.sample(lambda x, t: 0.5 * x, process, (2, 3, 16, 16), steps=2, seeds=[1, 2]))
 
 
 def test_nfe_speed_benchmark_rejects_bad_options(tmp_path, capsys):
@@ -219,4 +223,18 @@ def test_nfe_speed_benchmark_rejects_bad_options(tmp_path, capsys):
         with pytest.raises(SystemExit):
             benchmark.main(["--out", str(tmp_path), *argv])
         assert message in capsys.readouterr().err
-    assert np.isfinite(benchmark.SIGMA_MAX)
+
+
+def test_nfe_speed_oracle_processes_are_the_documented_ones():
+    """The module docstring's problem: σ from 0.02 to 80 (EDM's range) for blur and the Gaussian baseline alike, and
+    the default level schedule σ_B = 0.36 · size · sin²(πt/2)."""
+    benchmark = load_benchmark()
+    assert (benchmark.SIGMA_MIN, benchmark.SIGMA_MAX, benchmark.BLUR_FRACTION) == (0.02, 80.0, 0.36)
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
+    for operator, kind in (("dct_blur", sd.DCTBlur), ("identity", sd.Identity)):
+        process = benchmark.oracle_process(operator, 32)
+        assert isinstance(process.operator, kind)
+        np.testing.assert_allclose(process.sigma(t).numpy(), 0.02 * 4000.0 ** t.numpy(), rtol=1e-12)
+    levels = benchmark.oracle_process("dct_blur", 32).level(t).numpy()
+    np.testing.assert_allclose(levels, 0.36 * 32 * np.sin(np.pi * t.numpy() / 2) ** 2, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(benchmark.oracle_process("identity", 32).level(t).numpy(), 0.0)
