@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from softdiff.data import DataError, load_images, to_model_range
+from softdiff.data.loaders import load_data
 
 
 def cifar_batch(n, offset):
@@ -180,16 +181,16 @@ def test_decoded_data_sets_are_cached_until_the_files_change(tmp_path, monkeypat
     for i in range(3):
         Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(folder / f"{i}.png")
     decoded = []
-    monkeypatch.setattr(cache, "load_images", lambda spec, size: decoded.append(spec) or load_images(spec, size=size))
+    monkeypatch.setattr(cache, "load_data", lambda spec, size: decoded.append(spec) or load_data(spec, size=size))
     waits = []
     first = cache.load_images_cached(f"folder:{folder}", size=8, wait=lambda: waits.append(1))
     again = cache.load_images_cached(f"folder:{folder}", size=8)
     assert torch.equal(first, again) and len(decoded) == 1 and waits == [1]
     assert torch.equal(first, load_images(f"folder:{folder}", size=8))
-    (written,) = (tmp_path / "cache" / "data").glob("images-8-*.npy")
+    (written,) = (tmp_path / "cache" / "data").glob("images-8-*.npz")
     Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(folder / "3.png")  # the data changed
     assert len(cache.load_images_cached(f"folder:{folder}", size=8)) == 4 and len(decoded) == 2
-    newest = max((tmp_path / "cache" / "data").glob("images-8-*.npy"), key=lambda p: p.stat().st_mtime_ns)
+    newest = max((tmp_path / "cache" / "data").glob("images-8-*.npz"), key=lambda p: p.stat().st_mtime_ns)
     newest.write_bytes(newest.read_bytes()[:100])  # torn by a kill: decoded again, not an error
     assert len(cache.load_images_cached(f"folder:{folder}", size=8)) == 4 and len(decoded) == 3
     assert written.exists() and cache.cache_path("shapes:8", 8) is None  # generated sets are not cached

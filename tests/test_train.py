@@ -31,7 +31,7 @@ from softdiff.checkpoints import (
     save_checkpoint,
 )
 from softdiff.loading import parse_seeds
-from softdiff.train import PRESETS, TrainConfig, demo_longer_hint
+from softdiff.train import PRESETS, TrainConfig, shapes_longer_hint
 
 SMOKE = ["--preset", "smoke"]
 
@@ -125,19 +125,21 @@ def test_paper_presets_train_and_sample_on_their_data_formats(tmp_path, preset):
     assert (out / "samples" / "step-00000001.png").exists()
 
 
-def test_demo_preset_says_how_to_train_on(tmp_path):
-    """The demo's grid has patches, not yet shapes: its closing lines give the command that extends the run, when
-    that command would resume it (the plain demo preset: only length and output cadence may differ)."""
-    demo = TrainConfig(**PRESETS["demo"])
-    hint = demo_longer_hint(demo, tmp_path)
-    assert hint is not None and f"python -m softdiff.train --out {tmp_path} --steps 8000 --amp auto" in hint
-    assert demo_longer_hint(dataclasses.replace(demo, steps=300, nfe=10, sample_every=100), tmp_path) is not None
-    assert demo_longer_hint(dataclasses.replace(demo, steps=8000), tmp_path) is None
-    assert demo_longer_hint(dataclasses.replace(demo, resolution=16), tmp_path) is None  # --out + --steps: refused
-    out = tmp_path / "demo"
+def test_shapes_preset_says_how_to_train_on(tmp_path):
+    """The shapes preset's grid has patches, not yet shapes: its closing lines give the command that extends the
+    run, when that command would resume it (the plain shapes preset: only length and output cadence may differ)."""
+    shapes = TrainConfig(**PRESETS["shapes"])
+    hint = shapes_longer_hint(shapes, tmp_path)
+    assert hint is not None and f"python -m softdiff.train --preset shapes --out {tmp_path} --steps 8000" in hint
+    assert shapes_longer_hint(dataclasses.replace(shapes, steps=300, nfe=10, sample_every=100), tmp_path) is not None
+    assert shapes_longer_hint(dataclasses.replace(shapes, steps=8000), tmp_path) is None
+    assert shapes_longer_hint(dataclasses.replace(shapes, resolution=16), tmp_path) is None  # --out + --steps: refused
+    assert shapes_longer_hint(TrainConfig(**PRESETS["demo"]), tmp_path) is None
+    out = tmp_path / "shapes"
     small = ["--data", "shapes:16", "--resolution", "16", "--steps", "2", "--batch", "4", "--nfe", "2"]
-    result = run("softdiff.train", "--out", str(out), *small, "--sample-count", "4", "--sample-every", "2")
-    assert "preset demo" in result.stdout and "longer" not in result.stdout
+    result = run("softdiff.train", "--preset", "shapes", "--out", str(out), *small, "--sample-count", "4",
+                 "--sample-every", "2")  # fmt: skip
+    assert "preset shapes" in result.stdout and "longer" not in result.stdout
 
 
 def test_resume_after_a_clean_stop_equals_one_run(tmp_path):
@@ -459,7 +461,8 @@ def test_bf16_autocast_and_channels_last_run_and_resume_exactly(tmp_path):
 
 def test_amp_auto_picks_bf16_only_where_it_is_native(monkeypatch):
     cpu = torch.device("cpu")
-    assert train_module.PRESETS["demo"].get("amp", "off") == "off"  # bf16 is opt-in (it diverged for the small net)
+    for preset in ("demo", "shapes"):  # bf16 is opt-in (it diverged for the small net)
+        assert train_module.PRESETS[preset].get("amp", "off") == "off"
     assert isinstance(train_module.native_bf16(cpu), bool) and not train_module.native_bf16(torch.device("meta"))
     assert train_module.autocast_dtype("off", cpu) is None
     assert train_module.autocast_dtype("bf16", cpu) == torch.bfloat16

@@ -46,7 +46,8 @@ def noise_label(t: torch.Tensor) -> torch.Tensor:
 
 
 class Denoiser(nn.Module):
-    """D(x_t, t) -> x̂_0 around a network ``net(x [B, C, H, W], c_noise [B]) -> [B, C, H, W]``.
+    """D(x_t, t[, labels]) -> x̂_0 around a network ``net(x [B, C, H, W], c_noise [B][, labels [B]]) -> [B, C, H, W]``
+    (labels reach the network only when given, so any two-argument network fits).
 
     Args:
         net: the network F_θ (any callable; registered as a submodule when it is an ``nn.Module``).
@@ -101,38 +102,39 @@ class Denoiser(nn.Module):
         c_in = (visible.mean(dim=(1, 2, 3)) + var.view(-1)).rsqrt()
         return c_skip, c_out, c_in
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """x_t ``[B, C, H, W]``, t ``[B]`` in [0, 1] -> x̂_0 ``[B, C, H, W]``."""
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """x_t ``[B, C, H, W]``, t ``[B]`` in [0, 1], optional class labels int64 ``[B]`` (NO_LABEL = −1: none) for a
+        class-conditional network -> x̂_0 ``[B, C, H, W]``."""
         check_images("x_t", x_t)
         t = as_times("t", t, x_t.shape[0], device=x_t.device, images_dtype=x_t.dtype)
-        label = noise_label(t.to(torch.float32))
+        c_noise = noise_label(t.to(torch.float32))
         if self.precond == "paper":
-            out = self._network(x_t, label)
+            out = self._network(x_t, c_noise, labels)
             _check_network_output(out, x_t)
             return x_t + out.to(x_t.dtype)
         if self.precond == "wiener":
-            return self._wiener(x_t, t, label)
+            return self._wiener(x_t, t, c_noise, labels)
         c_skip, c_out, c_in = (
             c.to(x_t.dtype).view(-1, 1, 1, 1)
             for c in edm_scalings(self.process.sigma(t.to(torch.float64)), self.sigma_data)
         )
-        out = self._network(c_in * x_t, label)
+        out = self._network(c_in * x_t, c_noise, labels)
         _check_network_output(out, x_t)
         return c_skip * x_t + c_out * out.to(x_t.dtype)
 
-    def _network(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        """F_θ(x, c_noise), its input in the network's own floating dtype (float64 sampling, or images in bfloat16,
-        around a float32 network; the preconditioning stays in x's dtype)."""
+    def _network(self, x: torch.Tensor, c_noise: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """F_θ(x, c_noise[, labels]), its input in the network's own floating dtype (float64 sampling, or images in
+        bfloat16, around a float32 network; the preconditioning stays in x's dtype)."""
         parameter = next(self.net.parameters(), None) if isinstance(self.net, torch.nn.Module) else None
         if parameter is not None and parameter.is_floating_point() and x.dtype != parameter.dtype:
             x = x.to(parameter.dtype)
-        return self.net(x, label)
+        return self.net(x, c_noise) if labels is None else self.net(x, c_noise, labels)
 
-    def _wiener(self, x_t: torch.Tensor, t: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    def _wiener(self, x_t: torch.Tensor, t: torch.Tensor, c_noise: torch.Tensor, labels) -> torch.Tensor:
         if self.second_moment.dim() == 3 and self.second_moment.shape[0] != x_t.shape[1]:
             raise ValueError(f"second_moment has {self.second_moment.shape[0]} channels but x_t has {x_t.shape[1]}")
         c_skip, c_out, c_in = self.wiener_scalings(t.to(torch.float64), x_t.shape[-2], x_t.shape[-1])
-        out = self._network(c_in.to(x_t.dtype).view(-1, 1, 1, 1) * x_t, label)
+        out = self._network(c_in.to(x_t.dtype).view(-1, 1, 1, 1) * x_t, c_noise, labels)
         _check_network_output(out, x_t)
         operator = self.process.operator
         dtype = torch.float32 if x_t.dtype != torch.float64 else torch.float64

@@ -6,6 +6,8 @@
     torchrun --nproc_per_node 8 -m softdiff.fid --ckpt runs/cifar10 --ref cifar10
     python -m softdiff.fid make-stats --data celeba:/data/img_align_celeba --out celeba64.npz --size 64 --crop 140
     python -m softdiff.fid samples.npz --ref shapes --metrics swd,randfd    # proxies: no weights, NOT FID
+    python -m softdiff.fid digits.npz --metrics digits                    # MNIST digit metric, NOT FID
+    python -m softdiff.fid --ckpt runs/demo --n 1000 --steps 50 --metrics digits --labels 0-9 --guidance 2
 
 Samples: a folder of images, an .npz/.npy of uint8 NHWC images, a data spec (``shapes:N``, ``cifar10:PATH``, ...)
 or, with ``--ckpt``, images drawn from a checkpoint batch by batch and fed straight to the feature network
@@ -24,6 +26,12 @@ Metrics (``--metrics``, default fid,kid): ``fid`` and ``kid`` need the Inception
 ``randfd`` (Fréchet distance of a fixed random network's features) need nothing and are printed as
 ``SWD-proxy (not FID)`` and ``RandFD-proxy (not FID)``. The sample count is printed beside every score;
 ``--json FILE`` writes a machine-readable record.
+
+``--metrics digits`` (on its own; ``--ref`` is then the MNIST spec its classifier is trained on, default
+``mnist``) scores one-channel digits with :mod:`softdiff.metrics.digits`: the confident share, the class
+balance and a Fréchet distance in the digit classifier's features with its floor, printed as the *digit metric
+(not FID)*. The labels the samples were asked to be (an .npz's ``labels``, or ``--labels`` in generator mode)
+add the share classified as asked.
 """
 
 from __future__ import annotations
@@ -61,7 +69,7 @@ from .metrics.inception import MODES
 from .metrics.statistics import npz_kind
 from .samplers import SAMPLERS
 
-METRICS = ("fid", "kid", "swd", "randfd")
+METRICS = ("fid", "kid", "swd", "randfd", "digits")
 DATA_KINDS = ("shapes", "cifar10", "celeba", "folder", "npz", "npy")
 DEFAULT_GENERATED = 50_000
 
@@ -359,9 +367,14 @@ def score_command(argv) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("samples", nargs="?", help="folder, .npz/.npy (uint8 NHWC) or data spec; or use --ckpt")
     parser.add_argument(
-        "--ref", required=True, help="clean-fid name (cifar10), make-stats file, mu/sigma .npz or images"
+        "--ref",
+        default=None,
+        help="clean-fid name (cifar10), make-stats file, mu/sigma .npz or "
+        "images; with --metrics digits an MNIST spec (default mnist)",
     )
-    parser.add_argument("--metrics", default=None, help="comma list of fid, kid, swd, randfd (default fid,kid)")
+    parser.add_argument(
+        "--metrics", default=None, help="comma list of fid, kid, swd, randfd (default fid,kid), or digits alone"
+    )
     parser.add_argument("--mode", default="clean", choices=MODES, help="clean-fid mode (default clean)")
     parser.add_argument("--stats-dir", default=None, help="folder holding clean-fid statistics files")
     parser.add_argument("--n", "--num-samples", dest="n", type=int, default=None,
@@ -373,6 +386,12 @@ def score_command(argv) -> int:
     parser.add_argument("--steps", type=int, default=100, help="network evaluations per sample (default 100)")
     parser.add_argument("--sampler", default="momentum", choices=SAMPLERS, help="sampler (default momentum)")
     parser.add_argument("--weights", default="ema", choices=("ema", "model"), help="EMA (default) or raw weights")
+    parser.add_argument(
+        "--labels",
+        default=None,
+        help="generator mode, class-conditional checkpoint: labels to cycle over the seeds, e.g. 0-9",
+    )
+    parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance W with --labels")
     common_arguments(parser)
     args = parser.parse_args(argv)
     metrics = parse_metrics(args.metrics or "fid,kid")
@@ -380,6 +399,15 @@ def score_command(argv) -> int:
         raise MetricsError("give the samples (a folder, an .npz/.npy or a data spec) or --ckpt, not both")
     if args.n is not None and args.n < 2:
         raise MetricsError(f"--n must be at least 2; got {args.n}")
+    if "digits" in metrics:
+        if metrics != ("digits",):
+            raise MetricsError("--metrics digits runs on its own (its reference is MNIST, not --ref statistics); "
+                               "score the other metrics in a second command")  # fmt: skip
+        return digits_command(args, argv)
+    if args.ref is None:
+        raise MetricsError("--ref is required (clean-fid name, make-stats file, mu/sigma .npz or images)")
+    if args.labels is not None or args.guidance != 1:
+        raise MetricsError("--labels and --guidance apply to --metrics digits in generator mode")
 
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     if world > 1 and args.ckpt is None:
@@ -455,6 +483,76 @@ def _score(args, argv, metrics, world: int, rank: int, device: torch.device) -> 
     if args.json:
         write_json(args.json, scores, samples_description, reference_statistics, argv)
     return 0
+
+
+def digits_command(args, argv) -> int:
+    """``--metrics digits``: the digit metric of samples (a file, folder or spec) or of a checkpoint's draws."""
+    from .images import to_uint8
+    from .metrics.digits import digit_reference, digit_scores
+
+    if os.environ.get("WORLD_SIZE", "1") != "1":
+        raise MetricsError("--metrics digits runs in a single process (a few thousand 32x32 digits)")
+    reference = digit_reference(args.ref or "mnist", progress=lambda line: print(line, file=sys.stderr))
+    labels = None
+    if args.ckpt is not None:
+        from .loading import load_model, parse_labels, parse_seeds
+        from .samplers import sample
+
+        seeds = parse_seeds(args.seeds) if args.seeds else list(range(args.n or 1000))
+        if len(seeds) < 2:
+            raise MetricsError(f"the digit metric needs at least 2 samples; --seeds lists {len(seeds)}")
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        denoiser, process, config = load_model(args.ckpt, weights=args.weights, device=device)
+        if args.labels is not None:
+            listed = parse_labels(args.labels, denoiser.net.config.label_classes)
+            labels = torch.tensor([listed[k % len(listed)] for k in range(len(seeds))])
+        elif args.guidance != 1:
+            raise MetricsError("--guidance needs --labels (the classes to guide towards)")
+        shape = (denoiser.net.config.image_channels, config.resolution, config.resolution)
+        parts = []
+        for start in range(0, len(seeds), args.batch):
+            chunk = seeds[start : start + args.batch]
+            part_labels = None if labels is None else labels[start : start + args.batch].to(device)
+            images = sample(denoiser, process, (len(chunk), *shape), steps=args.steps, sampler=args.sampler,
+                            seeds=chunk, device=device, labels=part_labels, guidance=args.guidance)  # fmt: skip
+            parts.append(to_uint8(images.clamp(-1, 1)).cpu())
+        images = torch.cat(parts)
+        samples_description = {"kind": "generator", "ckpt": args.ckpt, "weights": args.weights, "steps": args.steps,
+                               "sampler": args.sampler, "seeds": args.seeds or f"0-{len(seeds) - 1}",
+                               "labels": args.labels, "guidance": args.guidance}  # fmt: skip
+    else:
+        if args.labels is not None or args.guidance != 1:
+            raise MetricsError("--labels and --guidance draw samples: they need --ckpt")
+        source = open_images(args.samples, split=None, size=None, limit=args.n)
+        images = torch.from_numpy(np.concatenate([batch for _, batch in source.batches(args.batch)]))
+        images = images.permute(0, 3, 1, 2)
+        if images.shape[1] == 3:  # grey PNGs come back as RGB; a colour sample set is not digits
+            if not bool((images == images[:, :1]).all()):
+                raise MetricsError(f"{args.samples}: colour images; the digit metric takes grey digits")
+            images = images[:, :1]
+        labels = _sample_labels(Path(args.samples), len(images))
+        samples_description = {**source.description}
+    scores = digit_scores(images, reference, labels=labels)
+    print(scores.line(), flush=True)
+    if args.json:
+        record = {"command": "python -m softdiff.fid " + " ".join(argv), "samples": samples_description,
+                  "reference": args.ref or "mnist", "results": [scores.to_dict()]}  # fmt: skip
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(record, indent=2, default=float) + "\n")
+    return 0
+
+
+def _sample_labels(path: Path, count: int) -> torch.Tensor | None:
+    """The ``labels`` array of a samples .npz (``softdiff.sample --labels``), checked against the image count."""
+    if path.suffix != ".npz" or not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as loaded:
+        if "labels" not in loaded.files:
+            return None
+        labels = loaded["labels"]
+    if labels.shape[:1] != (count,) or labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise MetricsError(f"{path}: labels {labels.dtype} {labels.shape} do not match its {count} images")
+    return torch.from_numpy(labels.astype(np.int64))
 
 
 def make_stats_command(argv) -> int:

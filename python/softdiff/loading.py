@@ -11,26 +11,40 @@ from pathlib import Path
 import torch
 
 from .checkpoints import load_latest, read_checkpoint
+from .conditioning import NO_LABEL
 from .denoiser import Denoiser
 from .process import SoftDiffusionProcess
 from .train import TrainConfig, build_network
 
 
-def parse_seeds(text: str) -> list[int]:
-    """'0-63', '1,5,9' or '0-9,20-29' -> the list of seeds (ranges inclusive)."""
+def parse_seeds(text: str, name: str = "--seeds") -> list[int]:
+    """'0-63', '1,5,9' or '0-9,20-29' -> the list of integers (ranges inclusive, all >= 0) of option ``name``."""
     seeds = []
     for part in text.split(","):
         first, dash, last = part.strip().partition("-")
         try:
             first, last = int(first), int(last) if dash else int(first)
         except ValueError as error:
-            raise SystemExit(f"--seeds must look like 0-63 or 1,5,9; got {text!r}") from error
+            raise SystemExit(f"{name} must look like 0-63 or 1,5,9; got {text!r}") from error
         if last < first:
-            raise SystemExit(f"--seeds: the range {part.strip()} is empty (write first-last with first <= last)")
+            raise SystemExit(f"{name}: the range {part.strip()} is empty (write first-last with first <= last)")
         seeds.extend(range(first, last + 1))
     if any(s < 0 for s in seeds):
-        raise SystemExit("--seeds must be >= 0")
+        raise SystemExit(f"{name} must be >= 0")
     return seeds
+
+
+def parse_labels(text: str, label_classes: int) -> list[int]:
+    """'0-9', '3' or '1,7' (or -1: none) -> the labels, checked against the checkpoint's number of classes."""
+    if label_classes == 0:
+        raise SystemExit("softdiff: --labels needs a class-conditional checkpoint (trained with --cond class); "
+                         "this one is unconditional")  # fmt: skip
+    if text.strip() == "-1":
+        return [NO_LABEL]
+    labels = parse_seeds(text, name="--labels")
+    if any(label >= label_classes for label in labels):
+        raise SystemExit(f"softdiff: --labels {text}: this checkpoint has classes 0-{label_classes - 1}")
+    return labels
 
 
 def load_model(ckpt: str, *, weights: str, device: torch.device):
@@ -51,7 +65,7 @@ def load_model(ckpt: str, *, weights: str, device: torch.device):
     config = TrainConfig(**state["config"])
     process = SoftDiffusionProcess.from_dict(state["process"])
     channels = state["ema"]["input.weight"].shape[1]
-    net = build_network(config, channels)
+    net = build_network(config, channels, state.get("label_classes", 0))
     net.load_state_dict(state["ema" if weights == "ema" else "model"])
     denoiser = Denoiser(
         net.to(device).eval(), process, precond=config.precond, second_moment=state.get("second_moment")

@@ -82,11 +82,12 @@ def soft_score_matching_loss(
     eps: float = 1e-3,
     sigma_data: float = 0.5,
     reduction: str = "mean",
+    labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Soft Score Matching loss of ``denoiser`` on clean images ``x0`` ``[B, C, H, W]``.
 
     Args:
-        denoiser: D(x_t ``[B, C, H, W]``, t ``[B]``) -> x̂_0 ``[B, C, H, W]``.
+        denoiser: D(x_t ``[B, C, H, W]``, t ``[B]``[, labels ``[B]``]) -> x̂_0 ``[B, C, H, W]``.
         process: the :class:`~softdiff.process.SoftDiffusionProcess`.
         weighting: ``"edm"`` (default), ``"sigma2"`` or ``"none"``.
         loss: ``"soft"`` (default, ‖C_t(D − x_0)‖²) or ``"cold"`` (‖D − x_0‖², the ablation).
@@ -96,6 +97,7 @@ def soft_score_matching_loss(
             depend on the batch or rank it is in); with neither, torch's global generator.
         sigma_data: σ_d of the ``"edm"`` weighting.
         reduction: ``"mean"`` (a scalar) or ``"none"`` (per-sample ``[B]``).
+        labels: class labels int64 ``[B]`` of a class-conditional denoiser (−1: ∅), passed as its third argument.
     Returns:
         a scalar (or ``[B]``), float64 for float64 inputs and float32 otherwise.
     """
@@ -110,7 +112,7 @@ def soft_score_matching_loss(
         else as_times("t", t, batch, device=x0.device, images_dtype=x0.dtype)
     )
     x_t = process.corrupt(x0, t, noise=noise, seed=seeds)
-    x0_hat = denoiser(x_t, t)
+    x0_hat = denoiser(x_t, t) if labels is None else denoiser(x_t, t, labels)
     check_images("denoiser output", x0_hat, like=x0, like_name="x0")
     if loss == "soft":
         level = process.level(t)

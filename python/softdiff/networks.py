@@ -21,6 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._checks import check_values_enabled
+from .conditioning import NO_LABEL
+
 
 @dataclass(frozen=True)
 class UNetConfig:
@@ -36,6 +39,7 @@ class UNetConfig:
     image_channels: int = 3
     attention_heads: int = 1
     skip_scale: float = field(default=math.sqrt(0.5))
+    label_classes: int = 0  # > 0: class-conditional, labels 0..label_classes-1 and NO_LABEL (the unconditional ∅)
 
     @property
     def side_multiple(self) -> int:
@@ -128,7 +132,11 @@ class ResidualBlock(nn.Module):
 
 
 class UNet(nn.Module):
-    """F_θ(x [B, C, H, W], c_noise [B]) -> [B, C, H, W]; H and W divisible by 2^(levels − 1)."""
+    """F_θ(x [B, C, H, W], c_noise [B], labels [B] | None) -> [B, C, H, W]; H and W divisible by 2^(levels − 1).
+
+    With ``label_classes`` K > 0 the network is class-conditional: an embedding of the label (K classes and ∅, the
+    NO_LABEL entry that label dropout trains and guidance uses) is added to the noise embedding, as the class
+    embedding of EDM's and ADM's networks; labels None means ∅ for every image."""
 
     def __init__(self, config: UNetConfig | None = None):
         super().__init__()
@@ -149,6 +157,12 @@ class UNet(nn.Module):
             nn.SiLU(),
             nn.Linear(embedding_channels, embedding_channels),
             nn.SiLU(),
+        )
+        if config.label_classes < 0:
+            raise ValueError(f"label_classes must be >= 0 (0: unconditional); got {config.label_classes}")
+        # Row K is ∅. Zero-initialised, so a conditional network starts as the unconditional one.
+        self.label_embedding = (
+            zero_init(nn.Embedding(config.label_classes + 1, embedding_channels)) if config.label_classes else None
         )
         block = dict(embedding_channels=embedding_channels, dropout=config.dropout, skip_scale=config.skip_scale,
                      heads=config.attention_heads)  # fmt: skip
@@ -188,7 +202,7 @@ class UNet(nn.Module):
         return {level for level in range(len(self.config.channel_multipliers))
                 if (self.config.resolution >> level) in self.config.attention_resolutions}  # fmt: skip
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         factor = self.config.side_multiple
         if x.dim() != 4 or x.shape[1] != self.config.image_channels:
             raise ValueError(f"x must be [B, {self.config.image_channels}, H, W] for this U-Net; got {tuple(x.shape)}")
@@ -198,6 +212,10 @@ class UNet(nn.Module):
             raise ValueError(f"c_noise must be [B] = [{x.shape[0]}] (one noise label per image); got "
                              f"{tuple(c_noise.shape)}")  # fmt: skip
         embedding = self.noise_embedding(c_noise)
+        if self.label_embedding is not None:
+            embedding = embedding + self.label_embedding(self._label_rows(labels, x.shape[0], x.device))
+        elif labels is not None:
+            raise ValueError("labels given to an unconditional network (label_classes = 0)")
         h = self.input(x)
         skips = [h]
         for level, stage in enumerate(self.encoder):
@@ -216,6 +234,19 @@ class UNet(nn.Module):
                 h = self.upsample[index](F.interpolate(h, scale_factor=2.0, mode="nearest"))
         return self.output(h)
 
+    def _label_rows(self, labels: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor:
+        """Rows of the label embedding: the label, or K for NO_LABEL (and for labels None)."""
+        classes = self.config.label_classes
+        if labels is None:
+            return torch.full((batch,), classes, dtype=torch.long, device=device)
+        if labels.shape != (batch,) or labels.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"labels must be an integer tensor [B] = [{batch}]; got {labels.dtype} "
+                             f"{tuple(labels.shape)}")  # fmt: skip
+        if check_values_enabled() and bool(((labels < NO_LABEL) | (labels >= classes)).any()):
+            raise ValueError(f"labels must lie in 0..{classes - 1}, or {NO_LABEL} for none; got "
+                             f"{sorted(set(labels.tolist()))[:12]}")  # fmt: skip
+        return torch.where(labels == NO_LABEL, classes, labels).long()
+
 
 class AutocastNetwork(nn.Module):
     """Mixed precision for the network alone: runs ``net(x, c_noise)`` under ``torch.autocast(dtype)`` (convolutions,
@@ -231,17 +262,19 @@ class AutocastNetwork(nn.Module):
             raise ValueError(f"autocast dtype must be torch.bfloat16 or torch.float16; got {dtype}")
         self.net, self.dtype = net, dtype
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         with torch.autocast(x.device.type, dtype=self.dtype):
-            out = self.net(x, c_noise)
+            out = self.net(x, c_noise) if labels is None else self.net(x, c_noise, labels)
         return out.float()
 
 
-def build_unet(size: str, *, resolution: int, image_channels: int = 3) -> UNet:
-    """A U-Net of a named size (``paper``, ``small``, ``tiny``) for square images of side ``resolution``."""
+def build_unet(size: str, *, resolution: int, image_channels: int = 3, label_classes: int = 0) -> UNet:
+    """A U-Net of a named size (``paper``, ``small``, ``tiny``) for square images of side ``resolution``, class-
+    conditional on ``label_classes`` classes when > 0."""
     if size not in NETWORK_SIZES:
         raise ValueError(f"network size must be one of {sorted(NETWORK_SIZES)}; got {size!r}")
-    config = {**NETWORK_SIZES[size].to_dict(), "resolution": resolution, "image_channels": image_channels}
+    config = {**NETWORK_SIZES[size].to_dict(), "resolution": resolution, "image_channels": image_channels,
+              "label_classes": label_classes}  # fmt: skip
     return UNet(UNetConfig(**config))
 
 

@@ -1,7 +1,10 @@
 """The prior p_1 from which sampling starts (DESIGN §1.4): the law of x_1 = C_1 x_0 + σ_1 η.
 
 - :class:`GaussianPrior` (default): N(C_1 μ, σ_1² I) with a fixed mean image μ (0 by default). Accurate when
-  σ_1 is far above the data scale, as in the paper's variance-exploding setups.
+  σ_1 is far above the spread of *every DCT coefficient* of C_1 x_0, as in the paper's variance-exploding setups.
+  With the orthonormal DCT the DC coefficient is √(H·W) × the mean pixel, so its spread grows with the image
+  size (shapes at 32×32: about 12, where σ_1 = 5 would be far too narrow): :func:`isotropic_prior_error`
+  measures it and :func:`choose_prior` (training's ``--prior auto``) picks the fitted prior when it is too large.
 - :class:`DCTGaussianPrior`: a Gaussian fitted to C_1 x_0 in the DCT basis: per frequency (k, l) the mean
   m_{kl} ∈ R^C and the C×C covariance Σ_{kl} across channels of the DCT coefficients z = DCT2(C_1 x_0), then
   Σ_{kl} + σ_1² I. Needed when σ_1 is small (blur with low noise): then p_1 is far from N(C_1 μ, σ_1² I).
@@ -147,6 +150,54 @@ class DCTGaussianPrior:
             "level_1": self.level_1,
             "count": self.count,
         }
+
+
+# The isotropic prior is used (``--prior auto``) when no DCT coefficient of x_1 is off by more than this share of its
+# spread: past it the samplers carry the prior's error into the samples (the sampled law's relative W2 grows with it).
+ISOTROPIC_TOLERANCE = 0.1
+
+
+def isotropic_prior_error(fitted: DCTGaussianPrior, process, mean: float | torch.Tensor = 0.0) -> float:
+    """How far N(C_1 μ, σ_1² I) (``mean`` μ: a float or ``[C, H, W]``) is from the fitted law of x_1, coefficient by
+    coefficient: the largest over channels and DCT frequencies of W2(N(m_iso, σ_1²), N(m, s²)) / s, with m, s² the
+    fitted mean and variance of the coefficient (the data's, plus σ_1²) and m_iso the isotropic prior's mean there:
+        √((m − m_iso)² + (s − σ_1)²) / s.
+    A whole-image relative W2 would hide the few coefficients that matter: with the orthonormal DCT the DC
+    coefficient is √(H·W) × the mean pixel, so its spread grows with the image size while σ_1 does not."""
+    channels, height, width = fitted.mean.shape
+    variance = torch.diagonal(fitted.covariance, dim1=-2, dim2=-1).permute(2, 0, 1) + fitted.sigma_1**2  # [C, H, W]
+    spread = variance.sqrt()
+    mean_image = torch.as_tensor(mean, dtype=torch.float64).expand(channels, height, width)
+    fitted.check_matches(process)
+    isotropic_mean = sk.dct2(process.apply(mean_image[None], torch.ones(1, dtype=torch.float64)))[0]
+    error = ((fitted.mean - isotropic_mean).square() + (spread - fitted.sigma_1).square()).sqrt() / spread
+    return float(error.max())
+
+
+PRIOR_CHOICES = ("auto", "gaussian", "fit")
+
+
+def choose_prior(process, data: Iterable[torch.Tensor], choice: str = "auto"):
+    """The prior training gives ``process``, from batches of the training data (in [-1, 1]): the Gaussian fitted to
+    x_1 (:class:`DCTGaussianPrior`) for ``"fit"``, the isotropic N(0, σ_1² I) for ``"gaussian"``, and for ``"auto"``
+    the isotropic one unless :func:`isotropic_prior_error` exceeds :data:`ISOTROPIC_TOLERANCE`.
+
+    Returns (prior, error, note): the isotropic prior's error and a line saying which prior and why; the note
+    starts with "warning:" when a forced ``"gaussian"`` is off by more than the tolerance."""
+    if choice not in PRIOR_CHOICES:
+        raise ValueError(f"prior must be one of {', '.join(PRIOR_CHOICES)}; got {choice!r}")
+    fitted = DCTGaussianPrior.fit(data, process)
+    error = isotropic_prior_error(fitted, process)
+    off = error > ISOTROPIC_TOLERANCE
+    use_fit = choice == "fit" or (choice == "auto" and off)
+    how = f"N(0, σ_1² I) is off by up to {error:.3g} of a DCT coefficient's spread (tolerance {ISOTROPIC_TOLERANCE})"
+    if use_fit:
+        note = f"prior fit (a Gaussian fitted to x_1 in the DCT basis; {how})"
+    elif off:
+        note = f"warning: prior gaussian, but {how}: samples will have the wrong spread; use --prior fit"
+    else:
+        note = f"prior gaussian ({how})"
+    return (fitted if use_fit else GaussianPrior()), error, note
 
 
 def prior_from_state_dict(state: dict) -> GaussianPrior | DCTGaussianPrior:

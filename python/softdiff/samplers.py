@@ -40,6 +40,7 @@ import torch
 import softdiff_kernels as sk
 
 from ._checks import as_seeds, as_times, check_choice, check_finite, check_images, check_values_enabled
+from .conditioning import check_labels, guided_denoiser
 from .time_grids import resolve_grid, uniform_grid
 
 SAMPLERS = ("momentum", "naive", "momentum_ode", "multistep", "heun")
@@ -159,11 +160,14 @@ def sample(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
     grid: str | Sequence[float] | torch.Tensor = "uniform",
+    labels: Sequence[int] | torch.Tensor | None = None,
+    guidance: float = 1.0,
 ) -> torch.Tensor:
     """Draw samples by running ``sampler`` for ``steps`` network evaluations.
 
     Args:
-        denoiser: D(x_t ``[B, C, H, W]``, t ``[B]``) -> x̂_0 (a :class:`~softdiff.denoiser.Denoiser`, an oracle).
+        denoiser: D(x_t ``[B, C, H, W]``, t ``[B]``[, labels ``[B]``]) -> x̂_0 (a
+            :class:`~softdiff.denoiser.Denoiser`, an oracle).
         process: the :class:`~softdiff.process.SoftDiffusionProcess`.
         shape: ``(B, C, H, W)``.
         steps: N, the number of network evaluations.
@@ -178,6 +182,10 @@ def sample(
         dtype, device: of the samples (default: float32; the device of ``x_start``, else CPU).
         grid: the N + 1 times, from t_start to 0: ``"uniform"`` (default), ``"edm"``, ``"information"``
             (see :mod:`softdiff.time_grids`) or explicit times (a sequence or a 1-D tensor).
+        labels: class labels ``[B]`` for a class-conditional denoiser (−1: unconditional), passed as its third
+            argument; None: the denoiser is called with two.
+        guidance: w of classifier-free guidance, x̂_0 = x̂_0(∅) + w (x̂_0(y) − x̂_0(∅)) in every sampler (1: plain
+            conditional sampling; otherwise each network evaluation is one call on a doubled batch).
     Returns:
         x̂_0 of the last step, ``[B, C, H, W]``.
     """
@@ -204,6 +212,7 @@ def sample(
     if seeds is None:
         seeds = torch.randint(0, 2**62, (batch,), dtype=torch.int64)
     seeds = as_seeds("seeds", seeds, batch, device=device)
+    predict = guided_denoiser(denoiser, check_labels(labels, guidance, batch, device), float(guidance))
     times = resolve_grid(grid, process, tuple(shape[1:]), steps, float(t_start)).to(device)
     time_dtype = torch.float64 if dtype == torch.float64 else torch.float32
 
@@ -220,7 +229,7 @@ def sample(
     try:
         for i in range(steps):
             t = times[i].expand(batch)
-            x0_hat = denoiser(x, t.to(time_dtype))
+            x0_hat = predict(x, t.to(time_dtype))
             _check_denoiser_output(x0_hat, x, i, float(times[i]))
             if bar is not None:
                 bar.update()

