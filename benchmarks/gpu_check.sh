@@ -12,7 +12,7 @@
 #          that a missing extension fails tests/test_cuda_extension.py instead of skipping it.
 #   speed  benchmarks/train_speed.py: tiny, small and paper nets, batch 128, fused vs reference, bf16,
 #          channels-last, and all three with torch.compile                               (about 3-5 minutes)
-#   train  the demo preset with the small net at batch 128 (does a GPU's budget give recognisable shapes?),
+#   train  the shapes preset with the small net at batch 128 (does a GPU's budget give recognisable shapes?),
 #          restore_depth.py and nfe_speed.py on that run                                 (about 4-6 minutes)
 #   tests  the whole test suite (pytest-xdist when present)
 # A stage installs softdiff first when it is not importable (a fresh machine), so stages can run in separate calls.
@@ -162,7 +162,7 @@ for stage in "${stages[@]}"; do
     ;;
   train)
     ensure_installed
-    step train-small 300 "$py" -m softdiff.train --out "$run_dir" --net small --batch 128 --steps 6000 \
+    step train-small 300 "$py" -m softdiff.train --preset shapes --out "$run_dir" --net small --batch 128 --steps 6000 \
       --sample-every 2000 --ckpt-every 500 ${GPU_CHECK_TRAIN_ARGS:-}
     mkdir -p "$work/train-small"
     cp "$run_dir/log.jsonl" "$work/train-small/" 2>/dev/null

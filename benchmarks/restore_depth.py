@@ -12,7 +12,7 @@
    restorations turn from the original shapes into other outlines, generation depends on what the network learned
    at that t.
 
-    python benchmarks/restore_depth.py --ckpt runs/demo [--n 256] [--times 0.1,0.2,0.3,0.4,0.5,0.7] [--nfe 50]
+    python benchmarks/restore_depth.py --ckpt runs/shapes [--n 256] [--times 0.1,0.2,0.3,0.4,0.5,0.7] [--nfe 50]
         [--device cuda]
 
 Writes ``OUT/restore_depth.md``, ``.json`` and ``.png`` (OUT: ``--out`` or benchmarks/results/restore_depth-<date>).

@@ -1,10 +1,13 @@
-"""Make docs/restore.png: clean | corrupted at level t | restored, for held-out images of the built-in data set.
+"""Make docs/restore.png: clean | corrupted at level t | restored, for images of the model's data set.
 
     python docs/make_restore_figure.py --ckpt runs/demo --t-start 0.4 --out docs/restore.png
 
 The corrupted row is x_t = C_t x_0 + σ_t η (the model's own process, a fixed seed); the restored row runs the
 sampler from x_t at t to 0, as ``python -m softdiff.sample --restore IMAGE --t-start T`` does for one image file.
-The images come from the shapes generator past the training set (indices 100000 on), so the model never saw them.
+For a model trained on ``shapes`` the images come from the generator past the training set (indices 100000 on),
+so the model never saw them. For one trained on MNIST they are one digit of each class, the last of each in the
+data (the digit metric's held-out part): with ``--data mnist`` the model trained on all 5000, so it has seen
+them; with the IDX files give ``--images mnist:PATH:split=test`` for digits it never saw.
 """
 
 from __future__ import annotations
@@ -15,8 +18,21 @@ import torch
 
 import softdiff as sd
 from softdiff.data import make_shapes
+from softdiff.data.loaders import load_data, to_model_range
 from softdiff.images import save_image_grid
 from softdiff.loading import load_model
+
+
+def figure_images(spec: str, resolution: int, count: int) -> torch.Tensor:
+    """``count`` images ``[n, C, H, W]`` in [-1, 1]: shapes past any training set, or the last digit of each
+    class of a labelled set (cycling through the classes)."""
+    if spec.startswith("shapes"):
+        return make_shapes(count, size=resolution, start=100_000)
+    data = load_data(spec, size=resolution)
+    if data.labels is None:
+        return to_model_range(data.images[-count:])
+    picks = [torch.nonzero(data.labels == k % data.classes).flatten()[-1 - k // data.classes] for k in range(count)]
+    return to_model_range(data.images[torch.stack(picks)])
 
 
 def main(argv=None) -> None:
@@ -26,11 +42,12 @@ def main(argv=None) -> None:
     parser.add_argument("--n", type=int, default=8, help="images (columns)")
     parser.add_argument("--steps", type=int, default=50, help="network evaluations of the restoration")
     parser.add_argument("--sampler", default="momentum", choices=sd.samplers.SAMPLERS)
+    parser.add_argument("--images", default=None, help="a labelled data spec to take the digits from (MNIST models)")
     parser.add_argument("--out", default="docs/restore.png")
     args = parser.parse_args(argv)
 
     denoiser, process, config = load_model(args.ckpt, weights="ema", device=torch.device("cpu"))
-    clean = make_shapes(args.n, size=config.resolution, start=100_000)  # [n, 3, H, W] in [-1, 1]
+    clean = figure_images(args.images or config.data, config.resolution, args.n)
     t = torch.full((args.n,), args.t_start)
     corrupted = process.corrupt(clean, t, seed=torch.arange(args.n))
     restored = sd.sample(denoiser, process, tuple(clean.shape), steps=args.steps, sampler=args.sampler,

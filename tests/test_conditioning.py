@@ -78,29 +78,29 @@ def test_sample_refuses_bad_labels_and_guidance_without_labels():
             sd.sample(oracle, process, (4, 1, 8, 8), steps=2, labels=labels, guidance=guidance)
 
 
-def test_the_label_embedding_starts_at_zero_and_then_separates_the_classes():
+def test_the_label_embedding_separates_the_classes_and_none_is_no_label():
     torch.manual_seed(0)
     net = build_unet("tiny", resolution=16, image_channels=1, label_classes=10).eval()
+    embedding = net.label_embedding
+    assert embedding.num_embeddings == 11  # ten classes and ∅
     x = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(1))
     c_noise = torch.tensor([0.1, -0.3, 0.7])
-    embedding = next(m for name, m in net.named_modules() if isinstance(m, torch.nn.Embedding))
-    assert embedding.num_embeddings == 11 and not embedding.weight.any()  # ten classes and ∅, zero at start
     with torch.no_grad():
         weights = torch.Generator().manual_seed(2)
-        for parameter in net.parameters():  # the output layer starts at zero too: give every weight a value
-            if parameter is not embedding.weight:
-                parameter.copy_(0.1 * torch.randn(parameter.shape, generator=weights))
-        plain = net(x, c_noise)
-        assert plain.abs().amax() > 1e-3
-        torch.testing.assert_close(net(x, c_noise, torch.tensor([0, 5, NO_LABEL])), plain, rtol=0, atol=0)
-        embedding.weight.normal_(generator=weights)
+        for parameter in net.parameters():  # the output layer starts at zero: give every weight a value
+            parameter.copy_(0.1 * torch.randn(parameter.shape, generator=weights))
         a = net(x, c_noise, torch.tensor([0, 0, 0]))
         b = net(x, c_noise, torch.tensor([9, 9, 9]))
         none = net(x, c_noise, torch.tensor([NO_LABEL] * 3))
         assert (a - b).abs().amax() > 1e-3 and (a - none).abs().amax() > 1e-3
+        torch.testing.assert_close(net(x, c_noise), none, rtol=0, atol=0)  # labels None: ∅ for every image
         torch.testing.assert_close(net(x[:1], c_noise[:1], torch.tensor([9])), b[:1], rtol=1e-5, atol=1e-5)
+        embedding.weight[3] = embedding.weight[10]  # class 3 made identical to ∅: its output is ∅'s
+        torch.testing.assert_close(net(x, c_noise, torch.tensor([3, 3, 3])), none, rtol=0, atol=0)
         with pytest.raises(ValueError, match="labels"):
             net(x, c_noise, torch.tensor([0, 10, 1]))
+    with pytest.raises(ValueError, match="unconditional network"):
+        build_unet("tiny", resolution=16, image_channels=1)(x, c_noise, torch.tensor([0, 1, 2]))
 
 
 def test_conditional_training_needs_labelled_data(tmp_path):

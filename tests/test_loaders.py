@@ -130,6 +130,28 @@ def test_image_folder(tmp_path):
         load_images(f"folder:{tmp_path / 'empty'}")
 
 
+def test_labels_of_cifar10_and_of_class_subfolders(tmp_path):
+    write_cifar_folder(tmp_path / "cifar")
+    cifar = load_data(f"cifar10:{tmp_path / 'cifar'}")
+    assert cifar.classes == 10 and cifar.labels.tolist() == [0, 1] * 5 and cifar.flips
+    assert load_data(f"cifar10:{tmp_path / 'cifar'}", split="test").labels.tolist() == [0, 1, 2]
+    rng = np.random.default_rng(1)
+    classes = {"dog": 2, "cat": 3, "emu": 1}  # sorted: cat 0, dog 1, emu 2
+    for name, count in classes.items():
+        (tmp_path / "pets" / name / "deeper").mkdir(parents=True)
+        for i in range(count):
+            where = tmp_path / "pets" / name / ("deeper" if i else "")
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(where / f"{name}{i}.png")
+    pets = load_data(f"folder:{tmp_path / 'pets'}")
+    assert pets.classes == 3 and pets.labels.tolist() == [0, 0, 0, 1, 1, 2]  # the order of the images
+    for image, label in zip(pets.images, pets.labels, strict=True):  # each image is from its label's folder
+        name = ["cat", "dog", "emu"][label]
+        files = sorted((tmp_path / "pets" / name).rglob("*.png"))
+        assert any(np.array_equal(np.asarray(Image.open(f)), image.permute(1, 2, 0).numpy()) for f in files)
+    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "pets" / "loose.png")
+    assert load_data(f"folder:{tmp_path / 'pets'}").labels is None  # an image outside the class folders
+
+
 def test_arrays(tmp_path):
     rng = np.random.default_rng(1)
     nhwc = rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)

@@ -176,3 +176,28 @@ def test_train_speed_variants_and_end_to_end(tmp_path):
     assert [r["amp"] for r in records][-1] == "bf16" and all(r["img_per_s"] > 0 for r in records)
     assert all(0 < r["outside_share"] < 1 for r in records)
     assert (tmp_path / result.name.replace(".json", ".md")).read_text().count("| tiny |") == len(records)
+
+
+def test_demo_mnist_end_to_end(tmp_path, monkeypatch):
+    """Two short conditional runs scored at two marks: every cell of the record, the grid of the last mark, and a
+    rerun that trains and scores nothing again."""
+    from softdiff.metrics import digits
+
+    quick = {**digits.RECIPE, "epochs": 3, "lr_drop_epoch": 2}  # the classifier of tests/test_digit_metric.py
+    monkeypatch.setitem(digits.digit_reference.__kwdefaults__, "recipe", quick)
+    demo = load("demo_mnist")
+    out, work = tmp_path / "record", tmp_path / "runs"
+    argv = ["--runs", "wiener-class,paper-none", "--minutes", "0.03,0.08", "--paper-minutes", "0.08", "--n", "10",
+            "--nfe", "2", "--ckpt-every", "2", "--out", str(out), "--work", str(work)]  # fmt: skip
+    demo.main(argv)
+    results = json.loads((out / "results.json").read_text())["results"]
+    cells = {(r["run"], r["minutes"], r["guidance"]) for r in results.values()}
+    assert ("wiener-class", 0.08, 1.0) in cells and ("wiener-class", 0.08, 2.0) in cells
+    assert ("paper-none", 0.08, 1.0) in cells and not any(run == "paper-none" and g != 1 for run, _, g in cells)
+    for r in results.values():
+        assert r["training_seconds"] <= r["minutes"] * 60 * 1.01 and r["count"] == 10 and 0 <= r["confident"] <= 1
+        assert (r["label_match"] is None) == (r["run"] == "paper-none")
+    assert (out / "wiener-class-g2-grid.png").exists() and "| wiener-class | 2 |" in (out / "results.md").read_text()
+    monkeypatch.setattr(demo, "score", lambda *a, **k: pytest.fail("scored a cell again"))
+    monkeypatch.setattr(demo.subprocess, "Popen", lambda *a, **k: pytest.fail("trained a finished run again"))
+    demo.main(argv)

