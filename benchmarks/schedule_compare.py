@@ -1,6 +1,6 @@
 """Designed blur levels against the default sin² schedule, with trained demo models (issue: schedule design).
 
-Trains the demo preset's recipe twice per seed, differing only in the level schedule:
+Trains the shapes preset's recipe twice per seed, differing only in the level schedule:
 
     sin2      σ_B(t) = σ_B,max · sin²(πt/2)                         (the default)
     designed  ``--schedule-file shapes-32`` (Wasserstein shortest path, 32 levels; ``python -m softdiff.schedule``)
@@ -55,7 +55,7 @@ def verdict(designed: list[float], sin2: list[float]) -> str:
 
 def write_markdown(path: Path, records, meta, seeds, nfes) -> None:
     lines = [f"# Designed levels vs sin² with trained demo models ({meta['date']} UTC)", "",
-             f"torch {meta['torch']}, {meta['threads']} CPU threads, {meta['processor']}; demo preset, "
+             f"torch {meta['torch']}, {meta['threads']} CPU threads, {meta['processor']}; shapes preset, "
              f"{meta['steps']} steps per model, seeds {', '.join(map(str, seeds))}; momentum sampler, "
              f"{meta['samples']} samples (seeds 0..{meta['samples'] - 1}) per cell, scored against the training set "
              "with the offline proxies of `python -m softdiff.fid` (not FID; lower is better).", "", "```",

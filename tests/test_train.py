@@ -406,7 +406,11 @@ def test_help_lists_defaults_and_presets(capsys):
     with pytest.raises(SystemExit):
         train_module.parse_args(["--help"])
     shown = capsys.readouterr().out
-    assert "defaults: data=shapes, resolution=32" in shown and "demo: data=shapes:4096" in shown
+    assert (
+        "defaults: data=shapes, resolution=32" in shown
+        and "demo: data=mnist" in shown
+        and "shapes: data=shapes:4096" in shown
+    )
     assert "--sigma-max SIGMA_MAX" in shown and "data in [-1, 1] units" in shown
 
 
