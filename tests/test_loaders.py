@@ -205,20 +205,20 @@ def test_decoded_data_sets_are_cached_until_the_files_change(tmp_path, monkeypat
     decoded = []
     monkeypatch.setattr(cache, "load_data", lambda spec, size: decoded.append(spec) or load_data(spec, size=size))
     waits = []
-    first = cache.load_images_cached(f"folder:{folder}", size=8, wait=lambda: waits.append(1))
-    again = cache.load_images_cached(f"folder:{folder}", size=8)
+    first = cache.load_data_cached(f"folder:{folder}", size=8, wait=lambda: waits.append(1)).images
+    again = cache.load_data_cached(f"folder:{folder}", size=8).images
     assert torch.equal(first, again) and len(decoded) == 1 and waits == [1]
     assert torch.equal(first, load_images(f"folder:{folder}", size=8))
     (written,) = (tmp_path / "cache" / "data").glob("images-8-*.npz")
     Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(folder / "3.png")  # the data changed
-    assert len(cache.load_images_cached(f"folder:{folder}", size=8)) == 4 and len(decoded) == 2
+    assert len(cache.load_data_cached(f"folder:{folder}", size=8).images) == 4 and len(decoded) == 2
     newest = max((tmp_path / "cache" / "data").glob("images-8-*.npz"), key=lambda p: p.stat().st_mtime_ns)
     newest.write_bytes(newest.read_bytes()[:100])  # torn by a kill: decoded again, not an error
-    assert len(cache.load_images_cached(f"folder:{folder}", size=8)) == 4 and len(decoded) == 3
+    assert len(cache.load_data_cached(f"folder:{folder}", size=8).images) == 4 and len(decoded) == 3
     assert written.exists() and cache.cache_path("shapes:8", 8) is None  # generated sets are not cached
     # The main process that fails to decode still releases the others (the barrier) before it raises.
     (folder / "4.png").write_bytes(b"not a png")
     waits.clear()
     with pytest.raises(DataError, match="cannot decode"):
-        cache.load_images_cached(f"folder:{folder}", size=8, wait=lambda: waits.append(1))
+        cache.load_data_cached(f"folder:{folder}", size=8, wait=lambda: waits.append(1))
     assert waits == [1]

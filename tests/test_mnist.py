@@ -120,3 +120,12 @@ def test_training_on_mnist_turns_flips_off_and_says_so(tmp_path):
     state = torch.load(next((tmp_path / "run" / "checkpoints").glob("*.pt")), weights_only=False)
     assert state["config"]["flips"] is False
     assert state["ema"]["input.weight"].shape[1] == 1  # one channel natively
+
+
+def test_the_fid_command_reads_mnist_specs():
+    from softdiff.fid import is_data_spec, open_images
+
+    assert is_data_spec("mnist") and is_data_spec("mnist:5k") and is_data_spec("mnist:/data/mnist")
+    source = open_images("mnist", split=None, size=32, limit=10)
+    assert source.count == 10 and (source.height, source.width) == (32, 32)
+    assert source.description["split"] == "train" and source.array.shape == (10, 32, 32, 1)

@@ -14,7 +14,7 @@ import softdiff as sd
 import softdiff.train as train_module
 from softdiff.checkpoints import list_checkpoints, read_checkpoint
 from softdiff.data import to_model_range
-from softdiff.data.cache import load_images_cached
+from softdiff.data.cache import load_data_cached
 from softdiff.train import ema_decay, update_ema
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -60,7 +60,7 @@ def test_a_short_run_closes_most_of_the_gap_to_the_exact_posterior_mean(tmp_path
     assert step == 100
     state = read_checkpoint(path)
     process = sd.SoftDiffusionProcess.from_dict(state["process"])
-    images = to_model_range(load_images_cached(config.data, size=config.resolution))  # the training set itself
+    images = to_model_range(load_data_cached(config.data, size=config.resolution).images)  # the training set itself
     assert images.shape == (8, 3, 8, 8)
     start = soft_errors(sd.Denoiser(zero_network, process), process, images, LEARNING_TIMES, seed=10**6)
     answer = soft_errors(sd.oracle.EmpiricalDenoiser(images, process), process, images, LEARNING_TIMES, seed=10**6)

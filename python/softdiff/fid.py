@@ -70,7 +70,7 @@ from .metrics.statistics import npz_kind
 from .samplers import SAMPLERS
 
 METRICS = ("fid", "kid", "swd", "randfd", "digits")
-DATA_KINDS = ("shapes", "cifar10", "celeba", "folder", "npz", "npy")
+DATA_KINDS = ("shapes", "mnist", "cifar10", "celeba", "folder", "npz", "npy")
 DEFAULT_GENERATED = 50_000
 
 
@@ -163,9 +163,9 @@ def _crop_recipe(kind: str, spec_rest: str, size: int | None) -> str:
 
 
 def is_data_spec(text: str) -> bool:
-    """``shapes[:N]`` or ``KIND:PATH`` for a data kind softdiff.data reads."""
+    """``shapes[:N]``, ``mnist[:...]`` or ``KIND:PATH`` for a data kind softdiff.data reads."""
     kind, _, rest = text.partition(":")
-    return kind in DATA_KINDS and (kind == "shapes" or bool(rest))
+    return kind in DATA_KINDS and (kind in ("shapes", "mnist") or bool(rest))
 
 
 def open_images(text: str, *, split: str | None, size: int | None, limit: int | None) -> ImageSource:
@@ -173,12 +173,13 @@ def open_images(text: str, *, split: str | None, size: int | None, limit: int | 
     ``npz:PATH``), a folder or an .npz/.npy file; ``limit`` keeps the first images."""
     kind, _, rest = text.partition(":")
     if is_data_spec(text):
-        if split is not None and kind != "cifar10":
-            raise MetricsError(f"--split applies to cifar10 only; {text} has no splits")
+        if split is not None and kind not in ("cifar10", "mnist"):
+            raise MetricsError(f"--split applies to cifar10 and mnist only; {text} has no splits")
         if kind in ("npz", "npy") and size is not None:
             raise MetricsError(f"--size does not apply to arrays ({text}); resize the array itself")
         images = load_images(text, size=size, split=split or "train")
-        description = {"kind": "data", "data": text, "split": (split or "train") if kind == "cifar10" else "all",
+        has_splits = kind in ("cifar10", "mnist")
+        description = {"kind": "data", "data": text, "split": (split or "train") if has_splits else "all",
                        "crop": _crop_recipe(kind, rest, size)}  # fmt: skip
         return _array_source(images, description, text, limit)
     path = Path(text)

@@ -94,8 +94,3 @@ def load_data_cached(spec: str, *, size: int, is_main: bool = True, wait: Callab
     if data is None:
         data = _read(path)
     return data if data is not None else load_data(spec, size=size)
-
-
-def load_images_cached(spec: str, *, size: int, is_main: bool = True, wait: Callable[[], None] = lambda: None):
-    """The images alone of :func:`load_data_cached`: uint8 ``[N, C, H, W]``."""
-    return load_data_cached(spec, size=size, is_main=is_main, wait=wait).images

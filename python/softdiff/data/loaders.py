@@ -134,13 +134,9 @@ def _unpickle(blob: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), labels
 
 
-def load_cifar10(path: Path, *, split: str = "train") -> torch.Tensor:
-    """CIFAR-10 from its pickle batches (folder) or cifar-10-python.tar.gz: uint8 ``[N, 3, 32, 32]``."""
-    return load_cifar10_labelled(path, split=split)[0]
-
-
 def load_cifar10_labelled(path: Path, *, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
-    """CIFAR-10 as :func:`load_cifar10`, with its int64 labels ``[N]``."""
+    """CIFAR-10 from its pickle batches (folder) or cifar-10-python.tar.gz: (uint8 ``[N, 3, 32, 32]``, int64 labels
+    ``[N]``)."""
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     _require(path)
     arrays = []
