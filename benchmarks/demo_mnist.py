@@ -43,22 +43,9 @@ RECIPES = {
 CONDITIONINGS = ("none", "class")
 
 
-def training_seconds(log: Path) -> list[tuple[int, float]]:
-    """(step, cumulative training seconds) of each line of a run's log.jsonl."""
-    if not log.exists():
-        return []
-    total, points = 0.0, []
-    for line in log.read_text().splitlines():
-        if line.strip():
-            record = json.loads(line)
-            total += record["seconds"]
-            points.append((record["step"], total))
-    return points
-
-
 def train_until(run: Path, flags: list[str], minutes: float, ckpt_every: int) -> list[tuple[int, float]]:
     """Train (or resume) ``run`` until its training time passes ``minutes``; returns its (step, seconds) log."""
-    points = training_seconds(run / "log.jsonl")
+    points = digit_cells.training_log(run)
     if points and points[-1][1] >= minutes * 60:
         return points
     command = [sys.executable, "-m", "softdiff.train", "--preset", "demo", *flags, "--out", str(run),
@@ -70,16 +57,16 @@ def train_until(run: Path, flags: list[str], minutes: float, ckpt_every: int) ->
     try:
         while process.poll() is None:
             time.sleep(2)
-            points = training_seconds(run / "log.jsonl")
+            points = digit_cells.training_log(run)
             if points and points[-1][1] >= minutes * 60:
                 break
     finally:
         if process.poll() is None:  # checkpoints are written atomically: stopping between two loses nothing saved
             os.killpg(process.pid, signal.SIGTERM)
             process.wait()
-    if not training_seconds(run / "log.jsonl"):
+    if not digit_cells.training_log(run):
         raise SystemExit(f"training {run} failed:\n{process.stderr.read()[-3000:]}")
-    return training_seconds(run / "log.jsonl")
+    return digit_cells.training_log(run)
 
 
 def checkpoint_at(run: Path, points: list[tuple[int, float]], minutes: float) -> tuple[Path, int, float] | None:
@@ -154,13 +141,15 @@ def main(argv=None) -> int:
             if found is None:
                 continue
             checkpoint, step, seconds = found
+            model = None  # read once for both guidances (and not at all when both are scored)
             for guidance in guidances:
                 key = f"{name}|{minutes:g}|{guidance:g}|{args.n}|{args.nfe}"
                 if key in results:
                     continue
                 grid = args.out / f"{name}-g{guidance:g}-grid.png" if minutes == max(marks) else None
                 labels = torch.arange(args.n) % 10 if cond == "class" else None
-                scores = digit_cells.score_cell(checkpoint, reference, n=args.n, nfe=args.nfe, labels=labels,
+                model = model if model is not None else digit_cells.load(checkpoint)
+                scores = digit_cells.score_cell(model, reference, n=args.n, nfe=args.nfe, labels=labels,
                                                 guidance=guidance, grid=grid)  # fmt: skip
                 results[key] = {"run": name, "minutes": minutes, "step": step, "training_seconds": seconds,
                                 "guidance": guidance, "flags": RECIPES[recipe] + ["--cond", cond],

@@ -39,21 +39,40 @@ def train(run: Path, flags: list[str], *, steps: int, ckpt_every: int | None = N
     return time.perf_counter() - start
 
 
-def training_seconds(run: Path) -> float:
-    """The training time of a run from its log (the ``seconds`` of every log line: checkpoints and grids excluded)."""
+def training_log(run: Path) -> list[tuple[int, float]]:
+    """(step, cumulative training seconds) of each line of a run's log: the log's ``seconds`` exclude checkpoints
+    and grids."""
     log = run / "log.jsonl"
-    lines = log.read_text().splitlines() if log.exists() else []
-    return sum(json.loads(line)["seconds"] for line in lines if line.strip())
+    total, points = 0.0, []
+    for line in log.read_text().splitlines() if log.exists() else []:
+        if line.strip():
+            record = json.loads(line)
+            total += record["seconds"]
+            points.append((record["step"], total))
+    return points
 
 
-def sample_digits(checkpoint: Path, *, n: int, nfe: int, sampler: str = "momentum", labels: torch.Tensor | None = None,
-                  guidance: float = 1.0) -> tuple[torch.Tensor, float]:  # fmt: skip
-    """``n`` samples ``[n, 1, H, W]`` in [-1, 1] of a checkpoint (file or run folder; EMA weights, seeds 0..n-1, CPU)
-    and the seconds they took; ``labels`` ``[n]`` for a conditional model, sampled with guidance ``guidance``."""
-    import softdiff as sd
+def training_seconds(run: Path) -> float:
+    """The training time of a run so far (0 before its first log line)."""
+    points = training_log(run)
+    return points[-1][1] if points else 0.0
+
+
+def load(checkpoint: Path):
+    """(denoiser, process, config) of a checkpoint file or run folder: EMA weights, on the CPU. Load once and score
+    every cell of the checkpoint with it."""
     from softdiff.loading import load_model
 
-    denoiser, process, config = load_model(str(checkpoint), weights="ema", device=torch.device("cpu"))
+    return load_model(str(checkpoint), weights="ema", device=torch.device("cpu"))
+
+
+def sample_digits(model, *, n: int, nfe: int, sampler: str = "momentum", labels: torch.Tensor | None = None,
+                  guidance: float = 1.0) -> tuple[torch.Tensor, float]:  # fmt: skip
+    """``n`` samples ``[n, C, H, W]`` in [-1, 1] of a :func:`load`-ed model (seeds 0..n-1) and the seconds they
+    took; ``labels`` ``[n]`` for a conditional model, sampled with guidance ``guidance``."""
+    import softdiff as sd
+
+    denoiser, process, config = model
     channels = denoiser.net.config.image_channels
     parts, start = [], time.perf_counter()
     with torch.no_grad():
@@ -66,15 +85,16 @@ def sample_digits(checkpoint: Path, *, n: int, nfe: int, sampler: str = "momentu
     return torch.cat(parts), time.perf_counter() - start
 
 
-def score_cell(checkpoint: Path, reference, *, n: int, nfe: int, sampler: str = "momentum",
+def score_cell(model, reference, *, n: int, nfe: int, sampler: str = "momentum",
                labels: torch.Tensor | None = None, guidance: float = 1.0,
                grid: Path | None = None) -> dict:  # fmt: skip
-    """The digit metric of one cell (see the module docstring) as a dict; ``grid``: also save the first 100 samples
-    as a 10-column PNG (sorted by requested label when there are labels: a row per digit)."""
+    """The digit metric of one cell (see the module docstring) of a :func:`load`-ed model, as a dict; ``grid``: also
+    save the first 100 samples as a 10-column PNG (sorted by requested label when there are labels: a row per
+    digit)."""
     from softdiff.images import save_image_grid
     from softdiff.metrics.digits import digit_scores
 
-    images, seconds = sample_digits(checkpoint, n=n, nfe=nfe, sampler=sampler, labels=labels, guidance=guidance)
+    images, seconds = sample_digits(model, n=n, nfe=nfe, sampler=sampler, labels=labels, guidance=guidance)
     if grid is not None:
         order = torch.argsort(labels[:100], stable=True) if labels is not None else torch.arange(min(100, n))
         save_image_grid(images[:100][order], grid, scale=2, columns=10)

@@ -219,12 +219,14 @@ def main(argv=None) -> int:
             digit_cells.train(run, [*flags, "--data", args.data, "--resolution", str(args.resolution), "--seed",
                                     str(seed)], steps=args.steps)  # fmt: skip
             record.meta["training_seconds"][run.name] = digit_cells.training_seconds(run)
+            loaded = None  # the checkpoint, read once for all of its cells (and not at all when all are scored)
             for sampler in args.plan[model]:
                 for nfe in nfes:
                     key = cell_key(model, seed, args.steps, sampler, nfe, args.samples)
                     if key in record:
                         continue
-                    scores = digit_cells.score_cell(run, reference, n=args.samples, nfe=nfe, sampler=sampler)
+                    loaded = loaded if loaded is not None else digit_cells.load(run)
+                    scores = digit_cells.score_cell(loaded, reference, n=args.samples, nfe=nfe, sampler=sampler)
                     record.meta["floor"] = scores["floor"]
                     record.put(key, {"model": model, "seed": seed, "steps": args.steps, **scores})
                     print(f"  {model} seed {seed} {sampler:>12} NFE {nfe:3d}: feature FD {scores['feature_fd']:.1f}, "

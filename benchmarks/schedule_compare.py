@@ -109,11 +109,13 @@ def main(argv=None) -> int:
             digit_cells.train(run, [*extra, "--data", args.data, "--resolution", str(args.resolution), "--seed",
                                     str(seed)], steps=args.steps)  # fmt: skip
             record.meta["training_seconds"][run.name] = digit_cells.training_seconds(run)
+            loaded = None  # the checkpoint, read once for all of its cells
             for nfe in nfes:
                 key = f"{schedule}|seed{seed}|{args.steps}|{nfe}|{args.samples}|{schedule_file}"
                 if key in record:
                     continue
-                scores = digit_cells.score_cell(run, reference, n=args.samples, nfe=nfe)
+                loaded = loaded if loaded is not None else digit_cells.load(run)
+                scores = digit_cells.score_cell(loaded, reference, n=args.samples, nfe=nfe)
                 record.meta["floor"] = scores["floor"]
                 record.put(key, {"schedule": schedule, "seed": seed, "steps": args.steps,
                                  "schedule_file": schedule_file, **scores})  # fmt: skip

@@ -591,10 +591,11 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
             # The step's one host sync: a non-finite loss (or gradient norm; fp16's scaler skips such steps itself)
             # stops the run before the update is applied, so nothing poisoned is saved.
             finite = torch.isfinite(step_loss) if scaler.is_enabled() else torch.isfinite(step_loss + gradient_norm)
-            if not bool(finite):
-                raise NonFiniteLoss(f"the loss is {step_loss.item()} and the gradient norm {gradient_norm.item()} at "
-                                    f"step {step}; stopping before the weights are updated (the last checkpoint is "
-                                    "intact). Try a lower --lr or --amp off.")  # fmt: skip
+            if not bool(finite):  # the failure path alone reads which of the two it was
+                what = "loss" if not torch.isfinite(step_loss) else "gradient norm"
+                value = step_loss.item() if what == "loss" else gradient_norm.item()
+                raise NonFiniteLoss(f"the {what} is {value} at step {step}; stopping before the weights are updated "
+                                    "(the last checkpoint is intact). Try a lower --lr or --amp off.")  # fmt: skip
             scaler.step(optimizer)
             scaler.update()
             update_ema(ema, net, ema_decay(config.ema, step))
