@@ -70,6 +70,28 @@ class ValueChecks:
     def seeds(self, name: str, seeds: torch.Tensor) -> None:
         self.add(lambda: seeds >= 0, lambda: as_seeds(name, seeds, seeds.shape[0], device=seeds.device))
 
+    def images(self, name: str, x: object, *, like: torch.Tensor | None = None, like_name: str = "x") -> torch.Tensor:
+        """:func:`check_images` now for shape, dtype and device, its finiteness check deferred to :meth:`verify`."""
+        with trusted_values():
+            check_images(name, x, like=like, like_name=like_name)
+        self.finite(name, x)
+        return x
+
+    def as_times(self, name: str, t: object, batch: int, *, device: torch.device,
+                 images_dtype: torch.dtype | None = None) -> torch.Tensor:  # fmt: skip
+        """:func:`as_times` now for type and shape, its range check deferred to :meth:`verify`."""
+        with trusted_values():
+            t = as_times(name, t, batch, device=device, images_dtype=images_dtype)
+        self.times(name, t)
+        return t
+
+    def as_seeds(self, name: str, seeds: object, batch: int, *, device: torch.device) -> torch.Tensor:
+        """:func:`as_seeds` now for type and shape, its range check deferred to :meth:`verify`."""
+        with trusted_values():
+            values = as_seeds(name, seeds, batch, device=device)
+        self.seeds(name, values)
+        return values
+
     def verify(self) -> None:
         """Raise the first failing check's error (one host sync for all of them); clears the checks."""
         pending, self._pending = self._pending, []

@@ -55,7 +55,7 @@ def check_labels(labels, guidance, batch: int, device: torch.device, checks: Val
     if labels.dtype not in (torch.int64, torch.int32) or labels.shape != (batch,):
         raise ValueError(f"labels must be integers of shape [{batch}] (one per sample; {NO_LABEL}: none); got "
                          f"{labels.dtype} {tuple(labels.shape)}")  # fmt: skip
-    checks.add(lambda: labels >= NO_LABEL, lambda: _raise_negative_labels())
+    checks.add(lambda: labels >= NO_LABEL, _raise_negative_labels)
     return labels.long()
 
 

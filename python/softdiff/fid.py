@@ -501,8 +501,8 @@ def digits_command(args, argv) -> int:
             part_labels = None if labels is None else labels[start : start + args.batch].to(device)
             images = sample(denoiser, process, (len(chunk), *shape), steps=args.steps, sampler=args.sampler,
                             seeds=chunk, device=device, labels=part_labels, guidance=args.guidance)  # fmt: skip
-            parts.append(to_uint8(images.clamp(-1, 1)).cpu())
-        images = torch.cat(parts)
+            parts.append(to_uint8(images.clamp(-1, 1)).cpu())  # quantised as a saved sample file is
+        images = torch.cat(parts).permute(0, 3, 1, 2)  # NHWC -> [N, C, H, W], as the file branch below
         samples_description = {"kind": "generator", "ckpt": args.ckpt, "weights": args.weights, "steps": args.steps,
                                "sampler": args.sampler, "seeds": args.seeds or f"0-{len(seeds) - 1}",
                                "labels": args.labels, "guidance": args.guidance}  # fmt: skip

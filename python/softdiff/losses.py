@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 
-from ._checks import ValueChecks, as_seeds, as_times, check_choice, check_images, trusted_values
+from ._checks import ValueChecks, check_choice, trusted_values
 from .denoiser import edm_scalings
 
 WEIGHTINGS = ("edm", "sigma2", "none")
@@ -108,25 +108,20 @@ def soft_score_matching_loss(
     # the forward pass (one host sync; none inside trusted_values, as in the training loop, whose NaN guard on the
     # loss covers them); shapes, dtypes and devices are checked up front.
     checks = ValueChecks()
+    checks.images("x0", x0)
+    batch = x0.shape[0]
+    if t is None:
+        t = stratified_times(batch, eps=eps, device=x0.device)
+    else:
+        t = checks.as_times("t", t, batch, device=x0.device, images_dtype=x0.dtype)
+    if noise is not None:
+        checks.images("noise", noise, like=x0, like_name="x0")
+    if seeds is not None:
+        seeds = checks.as_seeds("seeds", seeds, batch, device=x0.device)
     with trusted_values():
-        check_images("x0", x0)
-        checks.finite("x0", x0)
-        batch = x0.shape[0]
-        if t is None:
-            t = stratified_times(batch, eps=eps, device=x0.device)
-        else:
-            t = as_times("t", t, batch, device=x0.device, images_dtype=x0.dtype)
-            checks.times("t", t)
-        if noise is not None:
-            check_images("noise", noise, like=x0, like_name="x0")
-            checks.finite("noise", noise)
-        if seeds is not None:
-            seeds = as_seeds("seeds", seeds, batch, device=x0.device)
-            checks.seeds("seeds", seeds)
         x_t = process.corrupt(x0, t, noise=noise, seed=seeds)
         x0_hat = denoiser(x_t, t) if labels is None else denoiser(x_t, t, labels)
-        check_images("denoiser output", x0_hat, like=x0, like_name="x0")
-        checks.finite("denoiser output", x0_hat)
+        checks.images("denoiser output", x0_hat, like=x0, like_name="x0")
         if loss == "soft":
             level = process.level(t)
             residual = process.operator.combine(x0_hat, [level], [torch.ones_like(level)], a2=x0)  # C_t (D − x_0)

@@ -78,27 +78,23 @@ class SoftDiffusionProcess:
             x_t ``[B, C, H, W]`` in the dtype of ``x0``.
         """
         checks = ValueChecks()  # the inputs' values, read back together before the op: one host sync
-        with trusted_values():
-            check_images("x0", x0)
-            checks.finite("x0", x0)
-            batch = x0.shape[0]
-            t = as_times("t", t, batch, device=x0.device, images_dtype=x0.dtype)
-            checks.times("t", t)
-            if noise is not None and seed is not None:
-                raise ValueError("pass noise or seed, not both")
-            seeds = None
-            if seed is not None:
-                if isinstance(seed, int) and not isinstance(seed, bool):
-                    seed = range(seed, seed + batch)
-                seeds = as_seeds("seed", seed, batch, device=x0.device)
-                checks.seeds("seed", seeds)
-            elif noise is None:  # torch's global generator, as a tensor or as seeds: the backend's choice
-                drawn = sk.global_noise(x0)
-                noise, seeds = drawn.get("noise"), drawn.get("seeds")
-            else:
-                check_images("noise", noise, like=x0, like_name="x0")
-                checks.finite("noise", noise)
-            checks.verify()
+        checks.images("x0", x0)
+        batch = x0.shape[0]
+        t = checks.as_times("t", t, batch, device=x0.device, images_dtype=x0.dtype)
+        if noise is not None and seed is not None:
+            raise ValueError("pass noise or seed, not both")
+        seeds = None
+        if seed is not None:
+            if isinstance(seed, int) and not isinstance(seed, bool):
+                seed = range(seed, seed + batch)
+            seeds = checks.as_seeds("seed", seed, batch, device=x0.device)
+        elif noise is None:  # torch's global generator, as a tensor or as seeds: the backend's choice
+            drawn = sk.global_noise(x0)
+            noise, seeds = drawn.get("noise"), drawn.get("seeds")
+        else:
+            checks.images("noise", noise, like=x0, like_name="x0")
+        checks.verify()
+        with trusted_values():  # σ_t and the level of checked times
             level = self.level(t)
             return self.operator.combine(x0, [level], [torch.ones_like(level)], beta=self.sigma(t), noise=noise,
                                          seeds=seeds, stream=CORRUPT_STREAM)  # fmt: skip

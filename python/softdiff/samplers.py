@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ._checks import ValueChecks, as_seeds, as_times, check_choice, check_images, check_values_enabled, trusted_values
+from ._checks import ValueChecks, as_times, check_choice, check_images, check_values_enabled, trusted_values
 from .conditioning import check_labels, guided_denoiser
 from .time_grids import resolve_grid, uniform_grid
 
@@ -194,9 +194,7 @@ def sample(
                          "otherwise, is the law at t = 1)")  # fmt: skip
     checks = ValueChecks()  # the public inputs' values, read back together: one host sync
     if x_start is not None:
-        with trusted_values():
-            check_images("x_start", x_start)
-        checks.finite("x_start", x_start)
+        checks.images("x_start", x_start)
         if tuple(x_start.shape) != tuple(shape):
             raise ValueError(f"x_start must have shape {tuple(shape)}; got {tuple(x_start.shape)}")
         device = x_start.device if device is None else torch.device(device)
@@ -204,9 +202,7 @@ def sample(
     batch = shape[0]
     if seeds is None:
         seeds = torch.randint(0, 2**62, (batch,), dtype=torch.int64)
-    with trusted_values():
-        seeds = as_seeds("seeds", seeds, batch, device=device)
-    checks.seeds("seeds", seeds)
+    seeds = checks.as_seeds("seeds", seeds, batch, device=device)
     predict = guided_denoiser(denoiser, check_labels(labels, guidance, batch, device, checks), float(guidance))
     checks.verify()
     grid_times = resolve_grid(grid, process, tuple(shape[1:]), steps, float(t_start))  # float64 [N + 1], on the host
