@@ -31,6 +31,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import digit_cells  # benchmarks/digit_cells.py: score a checkpoint with the digit metric
+
 RECIPES = {
     # the recipe tuned on shapes (docs/training_shapes.md): per-coefficient Wiener preconditioning, λ = 1/σ², t = ε + u³
     "wiener": ["--precond", "wiener", "--weighting", "sigma2", "--t-power", "3"],
@@ -40,22 +43,9 @@ RECIPES = {
 CONDITIONINGS = ("none", "class")
 
 
-def training_seconds(log: Path) -> list[tuple[int, float]]:
-    """(step, cumulative training seconds) of each line of a run's log.jsonl."""
-    if not log.exists():
-        return []
-    total, points = 0.0, []
-    for line in log.read_text().splitlines():
-        if line.strip():
-            record = json.loads(line)
-            total += record["seconds"]
-            points.append((record["step"], total))
-    return points
-
-
 def train_until(run: Path, flags: list[str], minutes: float, ckpt_every: int) -> list[tuple[int, float]]:
     """Train (or resume) ``run`` until its training time passes ``minutes``; returns its (step, seconds) log."""
-    points = training_seconds(run / "log.jsonl")
+    points = digit_cells.training_log(run)
     if points and points[-1][1] >= minutes * 60:
         return points
     command = [sys.executable, "-m", "softdiff.train", "--preset", "demo", *flags, "--out", str(run),
@@ -67,16 +57,16 @@ def train_until(run: Path, flags: list[str], minutes: float, ckpt_every: int) ->
     try:
         while process.poll() is None:
             time.sleep(2)
-            points = training_seconds(run / "log.jsonl")
+            points = digit_cells.training_log(run)
             if points and points[-1][1] >= minutes * 60:
                 break
     finally:
         if process.poll() is None:  # checkpoints are written atomically: stopping between two loses nothing saved
             os.killpg(process.pid, signal.SIGTERM)
             process.wait()
-    if not training_seconds(run / "log.jsonl"):
+    if not digit_cells.training_log(run):
         raise SystemExit(f"training {run} failed:\n{process.stderr.read()[-3000:]}")
-    return training_seconds(run / "log.jsonl")
+    return digit_cells.training_log(run)
 
 
 def checkpoint_at(run: Path, points: list[tuple[int, float]], minutes: float) -> tuple[Path, int, float] | None:
@@ -87,32 +77,6 @@ def checkpoint_at(run: Path, points: list[tuple[int, float]], minutes: float) ->
         if path.exists():
             return path, step, seconds
     return None
-
-
-def score(checkpoint: Path, conditional: bool, guidance: float, n: int, nfe: int, reference, grid: Path | None):
-    """The digit metric of ``n`` samples of ``checkpoint`` (seeds 0..n-1)."""
-    import softdiff as sd
-    from softdiff.images import save_image_grid
-    from softdiff.loading import load_model
-    from softdiff.metrics.digits import digit_scores
-
-    denoiser, process, config = load_model(str(checkpoint), weights="ema", device=torch.device("cpu"))
-    labels = torch.arange(n) % 10 if conditional else None
-    start = time.perf_counter()
-    parts = []
-    with torch.no_grad():
-        for first in range(0, n, 128):
-            count = min(128, n - first)
-            part_labels = None if labels is None else labels[first : first + count]
-            parts.append(sd.sample(denoiser, process, (count, 1, config.resolution, config.resolution), steps=nfe,
-                                   seeds=range(first, first + count), labels=part_labels,
-                                   guidance=guidance if conditional else 1.0).clamp(-1, 1))  # fmt: skip
-    images = torch.cat(parts)
-    seconds = time.perf_counter() - start
-    if grid is not None:
-        order = torch.argsort(labels[:100], stable=True) if conditional else torch.arange(min(100, n))
-        save_image_grid(images[:100][order], grid, scale=2, columns=10)
-    return digit_scores(images, reference, labels=labels).to_dict() | {"sampling_seconds": seconds}
 
 
 def write_notes(out: Path, results: dict, meta: dict) -> None:
@@ -177,12 +141,16 @@ def main(argv=None) -> int:
             if found is None:
                 continue
             checkpoint, step, seconds = found
+            model = None  # read once for both guidances (and not at all when both are scored)
             for guidance in guidances:
                 key = f"{name}|{minutes:g}|{guidance:g}|{args.n}|{args.nfe}"
                 if key in results:
                     continue
                 grid = args.out / f"{name}-g{guidance:g}-grid.png" if minutes == max(marks) else None
-                scores = score(checkpoint, cond == "class", guidance, args.n, args.nfe, reference, grid)
+                labels = torch.arange(args.n) % 10 if cond == "class" else None
+                model = model if model is not None else digit_cells.load(checkpoint)
+                scores = digit_cells.score_cell(model, reference, n=args.n, nfe=args.nfe, labels=labels,
+                                                guidance=guidance, grid=grid)  # fmt: skip
                 results[key] = {"run": name, "minutes": minutes, "step": step, "training_seconds": seconds,
                                 "guidance": guidance, "flags": RECIPES[recipe] + ["--cond", cond],
                                 **scores}  # fmt: skip

@@ -50,6 +50,7 @@ import torch
 import softdiff as sd
 import softdiff_kernels as sk
 from softdiff import closed_form
+from softdiff.spectra import relative_w2
 from softdiff.time_grids import GRIDS
 
 NFES = (5, 10, 20, 35, 50, 100, 200, 500, 1000)
@@ -125,9 +126,7 @@ def oracle_records(args) -> list[dict]:
             per_call = max(measured.items())[1] / max(measured)  # seconds per sample and network call
             for nfe in args.nfe:
                 start = time.perf_counter()
-                w2 = closed_form.relative_w2(
-                    oracle.variance, closed_form.output_variance(oracle.variance, process, nfe, sampler)
-                )
+                w2 = relative_w2(oracle.variance, closed_form.output_variance(oracle.variance, process, nfe, sampler))
                 records.append(dict(operator=operator, sampler=sampler, nfe=nfe, w2_rel=w2, method="closed_form",
                                     seconds=measured.get(nfe, per_call * nfe),
                                     seconds_source="measured" if nfe in measured else "extrapolated",
@@ -168,9 +167,7 @@ def exploration_records(args, seconds_per_call: dict[str, float]) -> list[dict]:
             for sampler in sd.samplers.SAMPLERS:
                 values = []
                 for nfe in args.explore_nfe:
-                    w2 = closed_form.relative_w2(
-                        variance, closed_form.output_variance(variance, process, nfe, sampler, grid=grid)
-                    )
+                    w2 = relative_w2(variance, closed_form.output_variance(variance, process, nfe, sampler, grid=grid))
                     values.append(w2)
                     records.append(dict(operator="dct_blur", sampler=sampler, nfe=nfe, w2_rel=w2, method="closed_form",
                                         seconds=seconds_per_call[sampler] * nfe, seconds_source="extrapolated",

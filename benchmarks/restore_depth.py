@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 
-import paper_claims
 import torch
 
 import softdiff as sd
@@ -170,7 +170,9 @@ def main(argv=None) -> None:
             print(f"t={t_value:<5} denoiser {record['denoiser_ratio']:.3f} (best linear {format_ratio(record)})  "
                   f"restore {record['restore_ratio']:.3f}", flush=True)  # fmt: skip
 
-    out, stamp = paper_claims.results_folder(args, "restore_depth")
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H%M")
+    out = args.out or Path("benchmarks/results") / f"restore_depth-{stamp}"
+    out.mkdir(parents=True, exist_ok=True)
     grid = torch.cat(rows).clamp(-1, 1)
     save_image_grid(grid, out / "restore_depth.png", columns=args.show, scale=max(1, 64 // size))
     trained = ("data", "resolution", "net", "steps", "precond", "weighting", "t_power", "sigma_max")

@@ -31,9 +31,10 @@ import torch
 
 import softdiff as sd
 import softdiff_kernels as sk
-from softdiff.closed_form import monte_carlo_w2_moments, output_variance, relative_w2
+from softdiff.closed_form import monte_carlo_w2_moments, output_variance
 from softdiff.data import load_images
 from softdiff.samplers import SAMPLERS
+from softdiff.spectra import relative_w2
 
 
 def parse_args(argv=None) -> argparse.Namespace:

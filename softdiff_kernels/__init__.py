@@ -10,8 +10,18 @@ Implementations: Triton kernels (``triton_dct_filter``, ``triton_pixel_filter``)
 """
 
 from .dct import dct2, dct_matrix, idct2
-from .dispatch import backend
+from .dispatch import backend, global_noise
 from .ops import dct_filter, pixel_filter
 from .random import philox4x32, seeded_normal
 
-__all__ = ["backend", "dct2", "dct_filter", "dct_matrix", "idct2", "philox4x32", "pixel_filter", "seeded_normal"]
+__all__ = [
+    "backend",
+    "dct2",
+    "dct_filter",
+    "dct_matrix",
+    "global_noise",
+    "idct2",
+    "philox4x32",
+    "pixel_filter",
+    "seeded_normal",
+]

@@ -82,6 +82,15 @@ def backend(device: torch.device | str | None = None) -> str:
     raise AssertionError("unreachable: the torch backend always runs")
 
 
+def global_noise(a: torch.Tensor) -> dict[str, torch.Tensor]:
+    """η for the ops from torch's global generator, in the form the backend of ``a`` draws best: ``{"noise": η}``
+    for the reference (``torch.randn_like``), ``{"seeds": int64 [B]}`` for the fused kernels, which then draw η in
+    the kernel (no noise tensor travels through memory)."""
+    if backend(a.device) == "torch":
+        return {"noise": torch.randn_like(a)}
+    return {"seeds": torch.randint(0, 2**62, (a.shape[0],), dtype=torch.int64, device=a.device)}
+
+
 @functools.cache
 def _say_once(name: str, device_type: str) -> None:
     reasons = "; ".join(can_run(other, torch.device(device_type))[1] for other in BACKENDS[: BACKENDS.index(name)])

@@ -114,8 +114,8 @@ def test_conditional_training_needs_labelled_data(tmp_path):
 def test_a_conditional_run_samples_the_labels_asked_for_and_saves_them(tmp_path):
     """Train two steps conditional on MNIST's labels, then ``softdiff.sample --labels 0-9 --guidance 2``: the
     .npz holds the labels cycled over the seeds, and the images are those of sd.sample with the same labels."""
+    from softdiff.cli.sample import main as sample_main
     from softdiff.loading import load_model
-    from softdiff.sample import main as sample_main
     from softdiff.train import TrainConfig, train
 
     run = tmp_path / "run"

@@ -109,3 +109,24 @@ def test_the_fid_command_scores_digits_with_their_labels(reference, held_out, tm
     np.savez(path, arr_0=images.permute(0, 2, 3, 1).numpy(), labels=labels[:5].numpy())
     assert fid.main([str(path), "--metrics", "digits"]) == 2
     assert "do not match its 1000 images" in capsys.readouterr().err
+
+
+def test_the_fid_command_scores_a_checkpoints_draws_as_the_same_draws_saved(reference, tmp_path, monkeypatch,
+                                                                             capsys):  # fmt: skip
+    """``python -m softdiff.fid --ckpt RUN --metrics digits``: the draws of a one-channel MNIST checkpoint score as
+    the same draws written by ``python -m softdiff.sample`` and scored from the file."""
+    from softdiff import fid
+    from softdiff.cli.sample import main as sample_main
+    from softdiff.train import main as train
+
+    monkeypatch.setitem(digits.digit_reference.__kwdefaults__, "recipe", QUICK)  # the classifier cached above
+    run = tmp_path / "run"
+    train(["--preset", "smoke", "--data", "mnist", "--resolution", "16", "--steps", "2", "--out", str(run)])
+    drawn, saved = tmp_path / "drawn.json", tmp_path / "saved.json"
+    assert fid.main(["--ckpt", str(run), "--n", "12", "--steps", "3", "--metrics", "digits", "--json", str(drawn)]) == 0
+    assert sample_main(["--ckpt", str(run), "--seeds", "0-11", "--steps", "3", "--out", str(tmp_path / "s.npz")]) == 0
+    assert fid.main([str(tmp_path / "s.npz"), "--metrics", "digits", "--json", str(saved)]) == 0
+    a, b = (json.loads(path.read_text())["results"][0] for path in (drawn, saved))
+    assert a["count"] == b["count"] == 12 and a["histogram"] == b["histogram"]
+    assert a["feature_fd"] == pytest.approx(b["feature_fd"], rel=1e-9)
+    capsys.readouterr()

@@ -392,12 +392,12 @@ def test_training_reads_the_schedule_file_into_the_checkpointed_process(tmp_path
 
 
 def test_shipped_schedules_are_valid_and_reproduced_by_their_command(tmp_path):
-    assert {"shapes-16", "shapes-32"} <= set(shipped_schedules())
+    assert {"shapes-16", "shapes-32", "mnist-16", "mnist-32"} <= set(shipped_schedules())
     for name in shipped_schedules():
         record = load_schedule_file(name)
         assert record["operator"] == {"name": "dct_blur"} and len(record["levels"]) == record["keep"] == 32
         assert max(record["w2_between_neighbours"]) <= record["epsilon"] < record["default_sin2"]["max_w2"]
-        assert record["command"].startswith("python -m softdiff.schedule --data shapes:")
+        assert record["command"].startswith(f"python -m softdiff.schedule --data {record['data']['spec']} ")
     record = load_schedule_file("shapes-16")
     argv = shlex.split(record["command"])[3:]
     out = argv.index("--out") + 1

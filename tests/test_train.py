@@ -364,7 +364,7 @@ def test_sample_cli_restore_and_errors(trained, tmp_path):
     ],
 )
 def test_sample_cli_names_bad_options(flags, message):
-    from softdiff.sample import parse_args
+    from softdiff.cli.sample import parse_args
 
     out = [] if "--out" in flags else ["--out", "samples"]
     with pytest.raises(SystemExit, match=re.escape(message)):

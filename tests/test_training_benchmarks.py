@@ -1,6 +1,6 @@
-"""benchmarks/paper_claims.py, schedule_compare.py, demo_recipe.py, restore_depth.py and train_speed.py: their
-verdict logic, and each end to end on a tiny budget (the numbers of such runs mean nothing; that they run, write their
-files and report every cell does)."""
+"""benchmarks/paper_claims.py, schedule_compare.py, demo_mnist.py, demo_recipe.py, restore_depth.py and
+train_speed.py: their verdict logic, and each end to end on a tiny budget (the numbers of such runs mean nothing;
+that they run, write their files and report every cell does)."""
 
 import importlib.util
 import json
@@ -31,40 +31,75 @@ def load(name):
         sys.path.remove(str(ROOT / "benchmarks"))
 
 
-def test_relative_comparison_and_verdicts():
-    claims = load("paper_claims")
-    assert claims.relative(90.0, 100.0) == "better by 10%"
-    assert claims.relative(120.0, 100.0) == "worse by 20%"
-    assert claims.relative(103.0, 100.0) == "within 5%"
-    table = {  # (model, sampler, nfe) -> value, the same for both metrics
-        ("soft", "momentum", 10): 3.5, ("soft", "naive", 10): 7.0,
-        ("soft", "momentum", 50): 2.0, ("soft", "naive", 50): 2.02,
-        ("cold", "momentum", 50): 3.0, ("gaussian", "momentum", 50): 4.0,
-    }  # fmt: skip
-    records = [
-        {"model": m, "sampler": s, "nfe": n, "metric": metric, "value": v}
-        for (m, s, n), v in table.items()
-        for metric in claims.METRICS
-    ]
-    lines = claims.verdicts(records, [10, 50])
-    assert len(lines) == 6
-    assert "momentum is NFE 10: better by 50%, NFE 50: within 5%" in lines[0]
-    assert "soft 2, cold 3: soft is better by 33%" in lines[2]
-    assert "Gaussian at 50 NFE scores 4; blur + noise (momentum) reaches it at NFE 10" in lines[4]
+def quick_classifier(monkeypatch):
+    """The digit metric with the classifier of tests/test_digit_metric.py (3 epochs; cached once per test run)."""
+    from softdiff.metrics import digits
+
+    monkeypatch.setitem(digits.digit_reference.__kwdefaults__, "recipe", {**digits.RECIPE, "epochs": 3,
+                                                                          "lr_drop_epoch": 2})  # fmt: skip
 
 
-def test_paper_claims_end_to_end(tmp_path):
+def claims_results(table: dict) -> dict:
+    """A results dict of paper_claims from {(model, sampler, nfe): [feature FD per seed]}."""
+    return {f"{m}|{s}|{n}|{seed}": {"model": m, "sampler": s, "nfe": n, "seed": seed, "feature_fd": fd}
+            for (m, s, n), fds in table.items() for seed, fd in enumerate(fds)}  # fmt: skip
+
+
+def test_claim_verdicts_need_the_seeds_to_separate():
     claims = load("paper_claims")
-    out = tmp_path / "results"
-    claims.main(["--steps", "2", "--resolution", "16", "--samples", "16", "--nfe", "2,3", "--runs",
-                 str(tmp_path / "runs"), "--out", str(out)])  # fmt: skip
-    records = json.loads((out / "paper_claims.json").read_text())["records"]
-    cells = {(r["model"], r["sampler"], r["nfe"], r["metric"]) for r in records}
-    assert cells == {(m, s, n, metric) for m in claims.MODELS for s in claims.SAMPLERS for n in (2, 3)
-                     for metric in claims.METRICS}  # fmt: skip
+    assert claims.compare([8.0, 9.0], [10.0, 11.0], "a", "b").startswith("a better: a 8.5 (8–9) vs b 10.5 (10–11)")
+    assert claims.compare([12.0, 13.0], [10.0, 11.0], "a", "b").startswith("a worse")
+    assert claims.compare([9.0, 10.5], [10.0, 11.0], "a", "b").startswith("no clear difference")
+    plan = {"soft": ("momentum", "naive"), "cold": ("momentum",), "gaussian": ("momentum", "heun")}
+    results = claims_results({
+        ("soft", "momentum", 10): [30, 32], ("soft", "naive", 10): [60, 70], ("cold", "momentum", 10): [31, 40],
+        ("gaussian", "momentum", 10): [90, 95], ("gaussian", "heun", 10): [50, 52],
+        ("soft", "momentum", 50): [20, 21], ("soft", "naive", 50): [20.5, 20.6], ("cold", "momentum", 50): [25, 26],
+        ("gaussian", "momentum", 50): [40, 41], ("gaussian", "heun", 50): [31, 33],
+    })  # fmt: skip
+    lines = claims.verdicts(results, plan, [10, 50])
+    assert lines[0].startswith("- Claim 1 (momentum vs naive sampler, soft model), NFE 10: momentum better")
+    assert "NFE 50: no clear difference" in lines[1]
+    assert "NFE 10: no clear difference" in lines[2] and "NFE 50: soft better" in lines[3]
+    assert "Gaussian's best at NFE 50 (heun) has feature FD 32 (31–33); blur + noise reaches that mean at NFE 10" \
+        in lines[4]  # fmt: skip
+    assert "NFE 10: blur + noise (momentum) better" in lines[5] and "vs Gaussian (heun) 51 (50–52)" in lines[5]
+    assert claims.best_sampler(results, "gaussian", plan["gaussian"], 10)[0] == "heun"
+
+
+def test_the_claims_plan_names_every_model():
+    claims = load("paper_claims")
+    assert claims.parse_plan("soft=momentum+heun,cold=naive,gaussian=heun") == {
+        "soft": ("momentum", "heun"), "cold": ("naive",), "gaussian": ("heun",)}  # fmt: skip
+    for bad in ("soft=momentum,cold=naive", "soft=euler,cold=naive,gaussian=heun", "soft=,cold=a,gaussian=heun"):
+        with pytest.raises(claims.argparse.ArgumentTypeError):
+            claims.parse_plan(bad)
+
+
+def test_paper_claims_end_to_end(tmp_path, monkeypatch):
+    """--quick: every (model, seed, sampler, NFE) cell of the plan scored, the tables, verdicts and plot written,
+    and a rerun that trains and scores nothing again."""
+    quick_classifier(monkeypatch)
+    claims = load("paper_claims")
+    out, runs = tmp_path / "results", tmp_path / "runs"
+    argv = ["--quick", "--plan", "soft=momentum+naive,cold=momentum,gaussian=heun", "--runs", str(runs), "--out",
+            str(out)]  # fmt: skip
+    claims.main(argv)
+    results = json.loads((out / "paper_claims.json").read_text())["results"]
+    plan = {"soft": ("momentum", "naive"), "cold": ("momentum",), "gaussian": ("heun",)}
+    assert {(r["model"], r["seed"], r["sampler"], r["nfe"]) for r in results.values()} == {
+        (m, seed, s, n) for m, samplers in plan.items() for seed in (0, 1) for s in samplers for n in (2, 3)
+    }
+    assert all(r["samples"] == 32 and r["count"] == 32 and r["feature_fd"] > 0 for r in results.values())
     text = (out / "paper_claims.md").read_text()
-    assert "Claim 1" in text and "Claim 2" in text and "Claim 3" in text and "not FID" in text
-    assert (tmp_path / "runs" / "cold" / "checkpoints").is_dir()
+    assert all(f"Claim {k}" in text for k in (1, 2, 3)) and "Not FID" in text and "| gaussian | heun |" in text
+    assert (out / "fd_vs_nfe.png").stat().st_size > 0
+    state = torch.load(runs / "gaussian-seed1" / "checkpoints" / "ckpt-00000004.pt", weights_only=True)
+    assert state["config"]["operator"] == "identity" and state["config"]["seed"] == 1
+    assert state["config"]["data"] == "mnist" and state["config"]["resolution"] == 16
+    monkeypatch.setattr(claims.digit_cells, "score_cell", lambda *a, **k: pytest.fail("scored a cell again"))
+    monkeypatch.setattr(claims.digit_cells.subprocess, "run", lambda *a, **k: pytest.fail("trained again"))
+    claims.main(argv)
 
 
 def test_demo_recipe_end_to_end(tmp_path):
@@ -84,16 +119,15 @@ def test_schedule_verdict_needs_the_seeds_to_separate():
     assert compare.verdict([9.0, 10.5], [10.0, 11.0]).startswith("no clear difference")
 
 
-def test_schedule_compare_end_to_end(tmp_path):
+def test_schedule_compare_end_to_end(tmp_path, monkeypatch):
+    quick_classifier(monkeypatch)
     compare = load("schedule_compare")
     out = tmp_path / "results"
-    compare.main(["--seeds", "1", "--steps", "2", "--resolution", "16", "--samples", "16", "--nfe", "2",
-                  "--runs", str(tmp_path / "runs"), "--out", str(out)])  # fmt: skip
-    records = json.loads((out / "schedule_compare.json").read_text())["records"]
-    cells = {(r["schedule"], r["seed"], r["nfe"], r["metric"]) for r in records}
-    assert cells == {(s, 1, 2, m) for s in compare.SCHEDULES for m in compare.METRICS}
-    state = torch.load(tmp_path / "runs" / "designed-seed1" / "checkpoints" / "ckpt-00000002.pt", weights_only=True)
-    assert state["config"]["schedule_file"] == "shapes-16" and state["config"]["seed"] == 1
+    compare.main(["--quick", "--seeds", "1", "--runs", str(tmp_path / "runs"), "--out", str(out)])
+    results = json.loads((out / "schedule_compare.json").read_text())["results"]
+    assert {(r["schedule"], r["seed"], r["nfe"]) for r in results.values()} == {(s, 1, 3) for s in compare.SCHEDULES}
+    state = torch.load(tmp_path / "runs" / "designed-seed1" / "checkpoints" / "ckpt-00000004.pt", weights_only=True)
+    assert state["config"]["schedule_file"] == "mnist-16" and state["config"]["seed"] == 1
     assert "Verdicts" in (out / "schedule_compare.md").read_text()
 
 
@@ -181,10 +215,7 @@ def test_train_speed_variants_and_end_to_end(tmp_path):
 def test_demo_mnist_end_to_end(tmp_path, monkeypatch):
     """Two short conditional runs scored at two marks: every cell of the record, the grid of the last mark, and a
     rerun that trains and scores nothing again."""
-    from softdiff.metrics import digits
-
-    quick = {**digits.RECIPE, "epochs": 3, "lr_drop_epoch": 2}  # the classifier of tests/test_digit_metric.py
-    monkeypatch.setitem(digits.digit_reference.__kwdefaults__, "recipe", quick)
+    quick_classifier(monkeypatch)
     demo = load("demo_mnist")
     out, work = tmp_path / "record", tmp_path / "runs"
     argv = ["--runs", "wiener-class,paper-none", "--minutes", "0.03,0.08", "--paper-minutes", "0.08", "--n", "10",
@@ -198,6 +229,6 @@ def test_demo_mnist_end_to_end(tmp_path, monkeypatch):
         assert r["training_seconds"] <= r["minutes"] * 60 * 1.01 and r["count"] == 10 and 0 <= r["confident"] <= 1
         assert (r["label_match"] is None) == (r["run"] == "paper-none")
     assert (out / "wiener-class-g2-grid.png").exists() and "| wiener-class | 2 |" in (out / "results.md").read_text()
-    monkeypatch.setattr(demo, "score", lambda *a, **k: pytest.fail("scored a cell again"))
+    monkeypatch.setattr(demo.digit_cells, "score_cell", lambda *a, **k: pytest.fail("scored a cell again"))
     monkeypatch.setattr(demo.subprocess, "Popen", lambda *a, **k: pytest.fail("trained a finished run again"))
     demo.main(argv)

@@ -12,6 +12,7 @@ trained with Soft Score Matching and sampled with the Momentum Sampler. See DESI
 """
 
 from . import closed_form, oracle, samplers, time_grids
+from ._version import __version__ as __version__
 from .denoiser import Denoiser, edm_scalings
 from .losses import loss_weight, soft_score_matching_loss, stratified_times
 from .operators import DCTBlur, Identity, Masking, Operator, operator_from_dict
@@ -20,8 +21,6 @@ from .process import SoftDiffusionProcess
 from .samplers import momentum_ode_step, momentum_step, naive_step, sample, time_grid
 from .schedule_design import design_schedule
 from .schedules import GeometricNoise, LevelSchedule
-
-__version__ = "0.1.0"
 
 __all__ = [
     "DCTBlur",

@@ -1,15 +1,20 @@
 """Argument checks shared by the public functions: every error names the argument and what was expected.
 
 Shape, dtype and device checks are free. Value checks (NaN/Inf, t in [0, 1]) read a value back from the
-device; set ``SOFTDIFF_CHECK_VALUES=0`` to skip them in tight GPU loops once a pipeline is known to be sound.
-They are skipped inside ``torch.compile`` (a data-dependent branch would break the graph).
+device, a host synchronisation on a GPU. So each public call checks its inputs once, at the boundary, with the
+checks gathered in a :class:`ValueChecks` and read back together (one sync), and runs its body inside
+:func:`trusted_values`: the values the library computes from checked inputs (grid times, σ, levels, x_t) are not
+checked again at every step. ``SOFTDIFF_CHECK_VALUES=0`` skips the value checks altogether; they are also skipped
+inside ``torch.compile`` (a data-dependent branch would break the graph).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import numbers
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
@@ -17,8 +22,91 @@ FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 MAX_SEED = 2**63 - 1
 
 
+_TRUSTED = contextvars.ContextVar("softdiff_trusted_values", default=False)
+
+
 def check_values_enabled() -> bool:
-    return os.environ.get("SOFTDIFF_CHECK_VALUES", "1") != "0" and not torch.compiler.is_compiling()
+    """Whether value checks run here: not inside :func:`trusted_values`, ``torch.compile`` or with
+    ``SOFTDIFF_CHECK_VALUES=0``."""
+    return (not _TRUSTED.get() and os.environ.get("SOFTDIFF_CHECK_VALUES", "1") != "0"
+            and not torch.compiler.is_compiling())  # fmt: skip
+
+
+@contextlib.contextmanager
+def trusted_values() -> Iterator[None]:
+    """Skip the value checks inside: the body of a public call whose inputs were checked at its boundary, where
+    every value is either one of those inputs or computed by the library from them. Shape, dtype and device checks
+    still run."""
+    token = _TRUSTED.set(True)
+    try:
+        yield
+    finally:
+        _TRUSTED.reset(token)
+
+
+class ValueChecks:
+    """Value checks read back from the device in one host synchronisation.
+
+    Each check records a 0-d boolean tensor computed on the device and the call that raises its error;
+    :meth:`verify` reads all of them at once and, only if one failed, runs the calls in order, so the first
+    failing check raises its usual message. Nothing is recorded where value checks are off."""
+
+    def __init__(self):
+        self.enabled = check_values_enabled()
+        self._pending: list[tuple[torch.Tensor, Callable[[], None]]] = []
+
+    def add(self, ok: Callable[[], torch.Tensor], explain: Callable[[], None]) -> None:
+        """``ok()``: a boolean tensor, all true when the check passes; ``explain()``: raises the check's error."""
+        if self.enabled:
+            self._pending.append((ok().all(), explain))
+
+    def finite(self, name: str, x: torch.Tensor) -> None:
+        self.add(lambda: torch.isfinite(x), lambda: check_finite(name, x))
+
+    def times(self, name: str, t: torch.Tensor) -> None:
+        """t from :func:`as_times` (checked for shape): finite and in [0, 1]."""
+        self.add(lambda: (t >= 0) & (t <= 1), lambda: as_times(name, t))  # NaN fails both comparisons
+
+    def seeds(self, name: str, seeds: torch.Tensor) -> None:
+        self.add(lambda: seeds >= 0, lambda: as_seeds(name, seeds, seeds.shape[0], device=seeds.device))
+
+    def images(self, name: str, x: object, *, like: torch.Tensor | None = None, like_name: str = "x") -> torch.Tensor:
+        """:func:`check_images` now for shape, dtype and device, its finiteness check deferred to :meth:`verify`."""
+        with trusted_values():
+            check_images(name, x, like=like, like_name=like_name)
+        self.finite(name, x)
+        return x
+
+    def as_times(self, name: str, t: object, batch: int, *, device: torch.device,
+                 images_dtype: torch.dtype | None = None) -> torch.Tensor:  # fmt: skip
+        """:func:`as_times` now for type and shape, its range check deferred to :meth:`verify`."""
+        with trusted_values():
+            t = as_times(name, t, batch, device=device, images_dtype=images_dtype)
+        self.times(name, t)
+        return t
+
+    def as_seeds(self, name: str, seeds: object, batch: int, *, device: torch.device) -> torch.Tensor:
+        """:func:`as_seeds` now for type and shape, its range check deferred to :meth:`verify`."""
+        with trusted_values():
+            values = as_seeds(name, seeds, batch, device=device)
+        self.seeds(name, values)
+        return values
+
+    def verify(self) -> None:
+        """Raise the first failing check's error (one host sync for all of them); clears the checks."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        device = pending[0][0].device
+        if bool(torch.stack([ok.to(device) for ok, _ in pending]).all()):
+            return
+        token = _TRUSTED.set(False)  # the explanations are the ordinary checks, which raise
+        try:
+            for _, explain in pending:
+                explain()
+        finally:
+            _TRUSTED.reset(token)
+        raise AssertionError("a value check failed on the device but its explanation passed")
 
 
 def check_images(name: str, x: object, *, like: torch.Tensor | None = None, like_name: str = "x") -> torch.Tensor:
@@ -98,7 +186,7 @@ def as_seeds(name: str, seeds: object, batch: int, *, device: torch.device) -> t
         raise TypeError(f"{name} must be a sequence of ints or an integer tensor; got {type(seeds).__name__}")
     if values.shape != (batch,):
         raise ValueError(f"{name} must hold one seed per sample ({batch}); got shape {tuple(values.shape)}")
-    if values.numel() and bool((values < 0).any()):
+    if check_values_enabled() and values.numel() and bool((values < 0).any()):
         raise ValueError(f"{name} must lie in [0, 2^63)")
     return values
 

@@ -29,7 +29,6 @@ import math
 
 import torch
 
-from .operators import DCTBlur, Identity
 from .prior import GaussianPrior
 from .samplers import SAMPLERS, log_snr
 from .time_grids import resolve_grid
@@ -81,7 +80,7 @@ def _setup(variance, process, steps, sampler, grid, t_start):
     """Validate; return (λ float64 [C, H, W], the grid, the per-time coefficients)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {', '.join(map(repr, SAMPLERS))}; got {sampler!r}")
-    if not isinstance(process.operator, (DCTBlur, Identity)):
+    if not process.operator.dct_diagonal:
         raise ValueError(f"the closed form needs a DCT-diagonal operator (DCTBlur, Identity); got {process.operator!r}")
     if not isinstance(variance, torch.Tensor) or variance.dim() != 3:
         raise ValueError("variance must be a [C, H, W] tensor of DCT-coefficient variances")
@@ -90,12 +89,6 @@ def _setup(variance, process, steps, sampler, grid, t_start):
     lam = variance.detach().to("cpu", torch.float64)
     times = resolve_grid(grid, process, tuple(lam.shape), steps, float(t_start))
     return lam, times, _Coefficients(process, lam)
-
-
-def relative_w2(variance: torch.Tensor, output: torch.Tensor) -> float:
-    """‖√v_out − √λ‖ / ‖√λ‖ for data variances λ = ``variance`` and output variances v_out = ``output``."""
-    root = variance.to(torch.float64).sqrt()
-    return float((output.to(torch.float64).sqrt() - root).norm() / root.norm())
 
 
 def monte_carlo_w2_moments(variance: torch.Tensor, output: torch.Tensor, samples: int) -> tuple[float, float]:

@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 import torch
 
+from ._checks import ValueChecks
+
 NO_LABEL = -1
 
 
@@ -40,8 +42,9 @@ def guided_denoiser(denoiser: Callable, labels: torch.Tensor | None, guidance: f
     return guided
 
 
-def check_labels(labels, guidance, batch: int, device: torch.device) -> torch.Tensor | None:
-    """``sample``'s labels as int64 ``[B]`` on ``device`` (None: unconditional), checked with ``guidance``."""
+def check_labels(labels, guidance, batch: int, device: torch.device, checks: ValueChecks) -> torch.Tensor | None:
+    """``sample``'s labels as int64 ``[B]`` on ``device`` (None: unconditional), checked with ``guidance``; their
+    values are checked through ``checks`` (read back with the call's other value checks)."""
     if not isinstance(guidance, numbers.Real) or isinstance(guidance, bool) or not guidance >= 0:
         raise ValueError(f"guidance must be a number >= 0 (1: conditional, no guidance); got {guidance!r}")
     if labels is None:
@@ -52,6 +55,9 @@ def check_labels(labels, guidance, batch: int, device: torch.device) -> torch.Te
     if labels.dtype not in (torch.int64, torch.int32) or labels.shape != (batch,):
         raise ValueError(f"labels must be integers of shape [{batch}] (one per sample; {NO_LABEL}: none); got "
                          f"{labels.dtype} {tuple(labels.shape)}")  # fmt: skip
-    if bool((labels < NO_LABEL).any()):
-        raise ValueError(f"labels must be class indices >= 0, or {NO_LABEL} for none")
+    checks.add(lambda: labels >= NO_LABEL, _raise_negative_labels)
     return labels.long()
+
+
+def _raise_negative_labels():
+    raise ValueError(f"labels must be class indices >= 0, or {NO_LABEL} for none")

@@ -49,7 +49,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .data.loaders import CELEBA_CROP_RECIPES, IMAGE_SUFFIXES, DataError, load_array, load_images
+from .data.loaders import CELEBA_CROP_RECIPES, DataError, load_array, load_images
+from .data.pictures import IMAGE_SUFFIXES, decode_image, image_size
 from .metrics import (
     FeatureExtractor,
     InceptionFeatures,
@@ -104,13 +105,7 @@ class ImageSource:
 
 def _read_image(path: Path, first: Path, height: int, width: int) -> np.ndarray:
     """uint8 ``[H, W, 3]`` of an image file (converted to RGB, as clean-fid reads files)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            array = np.asarray(image.convert("RGB"))
-    except Exception as error:
-        raise MetricsError(f"{path}: cannot decode image ({type(error).__name__}: {error})") from error
+    array = np.asarray(decode_image(path.read_bytes(), str(path)))
     if array.shape[:2] != (height, width):
         raise MetricsError(f"{path}: size {array.shape[1]}x{array.shape[0]} differs from {first} ({width}x{height})")
     return array
@@ -121,19 +116,9 @@ def _folder_source(path: Path, limit: int | None) -> ImageSource:
     if not files:
         raise MetricsError(f"{path}: empty folder: no images ({', '.join(IMAGE_SUFFIXES)})")
     files = _limited(files, limit, str(path))
-    height, width = _image_size(files[0])
+    height, width = image_size(files[0])
     description = {"kind": "folder", "data": str(path), "split": "all", "crop": "none"}
     return ImageSource(description, str(path), len(files), height, width, files=files)
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            return image.height, image.width
-    except Exception as error:
-        raise MetricsError(f"{path}: cannot decode image ({type(error).__name__}: {error})") from error
 
 
 def _limited(items, limit: int | None, name: str):
@@ -516,8 +501,8 @@ def digits_command(args, argv) -> int:
             part_labels = None if labels is None else labels[start : start + args.batch].to(device)
             images = sample(denoiser, process, (len(chunk), *shape), steps=args.steps, sampler=args.sampler,
                             seeds=chunk, device=device, labels=part_labels, guidance=args.guidance)  # fmt: skip
-            parts.append(to_uint8(images.clamp(-1, 1)).cpu())
-        images = torch.cat(parts)
+            parts.append(to_uint8(images.clamp(-1, 1)).cpu())  # quantised as a saved sample file is
+        images = torch.cat(parts).permute(0, 3, 1, 2)  # NHWC -> [N, C, H, W], as the file branch below
         samples_description = {"kind": "generator", "ckpt": args.ckpt, "weights": args.weights, "steps": args.steps,
                                "sampler": args.sampler, "seeds": args.seeds or f"0-{len(seeds) - 1}",
                                "labels": args.labels, "guidance": args.guidance}  # fmt: skip

@@ -1,6 +1,6 @@
 """What the commands share: a trained model from a checkpoint, and seed lists from the command line.
 
-Kept out of ``softdiff.sample`` (a command module whose name is also the public function ``sd.sample``).
+Kept out of the commands themselves so that each imports it rather than another command.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 
-from ._checks import as_times, check_choice, check_images
+from ._checks import ValueChecks, check_choice, trusted_values
 from .denoiser import edm_scalings
 
 WEIGHTINGS = ("edm", "sigma2", "none")
@@ -104,23 +104,32 @@ def soft_score_matching_loss(
     check_choice("weighting", weighting, WEIGHTINGS)
     check_choice("loss", loss, LOSSES)
     check_choice("reduction", reduction, REDUCTIONS)
-    check_images("x0", x0)
+    # The values of x0, t, noise and of the denoiser's output are checked on the device and read back once, after
+    # the forward pass (one host sync; none inside trusted_values, as in the training loop, whose NaN guard on the
+    # loss covers them); shapes, dtypes and devices are checked up front.
+    checks = ValueChecks()
+    checks.images("x0", x0)
     batch = x0.shape[0]
-    t = (
-        stratified_times(batch, eps=eps, device=x0.device)
-        if t is None
-        else as_times("t", t, batch, device=x0.device, images_dtype=x0.dtype)
-    )
-    x_t = process.corrupt(x0, t, noise=noise, seed=seeds)
-    x0_hat = denoiser(x_t, t) if labels is None else denoiser(x_t, t, labels)
-    check_images("denoiser output", x0_hat, like=x0, like_name="x0")
-    if loss == "soft":
-        level = process.level(t)
-        residual = process.operator.combine(x0_hat, [level], [torch.ones_like(level)], a2=x0)  # C_t (D − x_0)
+    if t is None:
+        t = stratified_times(batch, eps=eps, device=x0.device)
     else:
-        residual = x0_hat - x0
-    reduce_dtype = torch.float64 if residual.dtype == torch.float64 else torch.float32
-    per_sample = residual.to(reduce_dtype).square().mean(dim=(1, 2, 3))
-    weight = loss_weight(process.sigma(t.to(torch.float64)), weighting, sigma_data).to(reduce_dtype)
-    weighted = weight * per_sample
+        t = checks.as_times("t", t, batch, device=x0.device, images_dtype=x0.dtype)
+    if noise is not None:
+        checks.images("noise", noise, like=x0, like_name="x0")
+    if seeds is not None:
+        seeds = checks.as_seeds("seeds", seeds, batch, device=x0.device)
+    with trusted_values():
+        x_t = process.corrupt(x0, t, noise=noise, seed=seeds)
+        x0_hat = denoiser(x_t, t) if labels is None else denoiser(x_t, t, labels)
+        checks.images("denoiser output", x0_hat, like=x0, like_name="x0")
+        if loss == "soft":
+            level = process.level(t)
+            residual = process.operator.combine(x0_hat, [level], [torch.ones_like(level)], a2=x0)  # C_t (D − x_0)
+        else:
+            residual = x0_hat - x0
+        reduce_dtype = torch.float64 if residual.dtype == torch.float64 else torch.float32
+        per_sample = residual.to(reduce_dtype).square().mean(dim=(1, 2, 3))
+        weight = loss_weight(process.sigma(t.to(torch.float64)), weighting, sigma_data).to(reduce_dtype)
+        weighted = weight * per_sample
+    checks.verify()
     return weighted.mean() if reduction == "mean" else weighted

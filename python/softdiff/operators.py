@@ -32,6 +32,7 @@ class Operator(ABC):
 
     name: str
     basis: str  # "dct" or "pixel"
+    dct_diagonal: bool = False  # diagonal in the DCT basis too (what the Gaussian closed forms and oracles need)
 
     @abstractmethod
     def spectrum(self, level: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -61,6 +62,15 @@ class Operator(ABC):
     def check_levels(self, level: torch.Tensor) -> None:
         """Raise if ``level`` is outside the operator's domain (default: any finite value)."""
         check_finite("level", level)
+
+    def filter_in_basis(self, a: torch.Tensor, table: torch.Tensor, *, a2: torch.Tensor | None = None,
+                        c: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """Bᵀ (table ⊙ B(a − a2)) + c in the operator's basis B, one fused op: ``a``, ``a2``, ``c`` ``[B, C, H, W]``,
+        ``table`` float64 ``[B, H, W]`` (a per-coefficient filter shared by the channels)."""
+        dtype = _compute_dtype(a)
+        ones = None if c is None else torch.ones(a.shape[0], dtype=dtype, device=a.device)
+        apply = sk.dct_filter if self.basis == "dct" else sk.pixel_filter
+        return apply(a, table=table.to(dtype), a2=a2, alpha=ones, c=c)
 
     def to_basis(self, x: torch.Tensor) -> torch.Tensor:
         """Coefficients of ``x`` ``[..., H, W]`` in the operator's basis."""
@@ -120,6 +130,7 @@ class DCTBlur(Operator):
 
     name = "dct_blur"
     basis = "dct"
+    dct_diagonal = True
 
     @staticmethod
     def axis_factors(level: torch.Tensor, n: int) -> torch.Tensor:
@@ -155,6 +166,7 @@ class Identity(Operator):
 
     name = "identity"
     basis = "pixel"
+    dct_diagonal = True  # C = I is diagonal in every basis
 
     def spectrum(self, level: torch.Tensor, height: int, width: int) -> torch.Tensor:
         return torch.ones(level.shape[0], height, width, dtype=torch.float64, device=level.device)

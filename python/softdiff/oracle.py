@@ -21,8 +21,7 @@ import torch
 import softdiff_kernels as sk
 
 from ._checks import as_times, check_images
-from .closed_form import relative_w2
-from .operators import Identity
+from .spectra import power_law_variance, relative_w2
 
 
 class EmpiricalDenoiser:
@@ -93,7 +92,7 @@ class GaussianDenoiser:
             raise ValueError("variance must be a [C, H, W] tensor of DCT-coefficient variances")
         if not bool(torch.isfinite(variance).all()) or bool((variance < 0).any()):
             raise ValueError("variance must be finite and >= 0")
-        if process.operator.basis != "dct" and not isinstance(process.operator, Identity):
+        if not process.operator.dct_diagonal:
             raise ValueError(
                 f"GaussianDenoiser needs an operator diagonal in the DCT basis (DCTBlur, Identity); "
                 f"got {process.operator!r}"
@@ -110,12 +109,7 @@ class GaussianDenoiser:
     def power_law(cls, process, shape: tuple[int, int, int] = (3, 32, 32), *, pixel_variance: float = 0.25):
         """Natural-image-like spectrum: λ_{c,k,l} ∝ 1 / (1 + k² + l²) over DCT indices, scaled so that the
         mean pixel variance is ``pixel_variance``; zero mean."""
-        channels, height, width = shape
-        k = torch.arange(height, dtype=torch.float64)[:, None]
-        l = torch.arange(width, dtype=torch.float64)[None, :]  # noqa: E741 - the paper's index name
-        profile = 1.0 / (1.0 + k.square() + l.square())
-        variance = (pixel_variance * profile / profile.mean()).expand(channels, height, width).clone()
-        return cls(variance, process)
+        return cls(power_law_variance(shape, pixel_variance=pixel_variance), process)
 
     def sample_data(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """n draws of x_0 ~ N(μ, Σ): float64 ``[n, C, H, W]`` (on the CPU)."""

@@ -11,7 +11,7 @@ import torch
 
 import softdiff_kernels as sk
 
-from ._checks import as_seeds, as_times, check_images
+from ._checks import ValueChecks, as_seeds, as_times, check_images, trusted_values
 from .operators import Operator, operator_from_dict
 from .prior import DCTGaussianPrior, GaussianPrior, prior_from_state_dict
 from .schedules import GeometricNoise, LevelSchedule
@@ -77,27 +77,27 @@ class SoftDiffusionProcess:
         Returns:
             x_t ``[B, C, H, W]`` in the dtype of ``x0``.
         """
-        check_images("x0", x0)
+        checks = ValueChecks()  # the inputs' values, read back together before the op: one host sync
+        checks.images("x0", x0)
         batch = x0.shape[0]
-        t = as_times("t", t, batch, device=x0.device, images_dtype=x0.dtype)
+        t = checks.as_times("t", t, batch, device=x0.device, images_dtype=x0.dtype)
         if noise is not None and seed is not None:
             raise ValueError("pass noise or seed, not both")
         seeds = None
         if seed is not None:
             if isinstance(seed, int) and not isinstance(seed, bool):
                 seed = range(seed, seed + batch)
-            seeds = as_seeds("seed", seed, batch, device=x0.device)
-        elif noise is None:
-            if sk.backend(x0.device) == "torch":
-                noise = torch.randn_like(x0)
-            else:  # the kernel draws η itself: no noise tensor travels through memory
-                seeds = torch.randint(0, 2**62, (batch,), dtype=torch.int64, device=x0.device)
+            seeds = checks.as_seeds("seed", seed, batch, device=x0.device)
+        elif noise is None:  # torch's global generator, as a tensor or as seeds: the backend's choice
+            drawn = sk.global_noise(x0)
+            noise, seeds = drawn.get("noise"), drawn.get("seeds")
         else:
-            check_images("noise", noise, like=x0, like_name="x0")
-        level = self.level(t)
-        return self.operator.combine(
-            x0, [level], [torch.ones_like(level)], beta=self.sigma(t), noise=noise, seeds=seeds, stream=CORRUPT_STREAM
-        )
+            checks.images("noise", noise, like=x0, like_name="x0")
+        checks.verify()
+        with trusted_values():  # σ_t and the level of checked times
+            level = self.level(t)
+            return self.operator.combine(x0, [level], [torch.ones_like(level)], beta=self.sigma(t), noise=noise,
+                                         seeds=seeds, stream=CORRUPT_STREAM)  # fmt: skip
 
     def sample_prior(
         self,

@@ -37,9 +37,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-import softdiff_kernels as sk
-
-from ._checks import as_seeds, as_times, check_choice, check_finite, check_images, check_values_enabled
+from ._checks import ValueChecks, as_times, check_choice, check_images, check_values_enabled, trusted_values
 from .conditioning import check_labels, guided_denoiser
 from .time_grids import resolve_grid, uniform_grid
 
@@ -120,21 +118,13 @@ def second_order_step(process, x_t, x0_hat, t, t_next, x0_hat_other, t_other):
     psi = h + torch.expm1(-h)  # ψ(h) = h − 1 + e^{−h} ≥ 0, ≈ h²/2 for small h
     slope_weight = process.operator.spectrum(process.level(t_next), height, width) * psi / (rho_other - rho)
     slope_weight = torch.where(torch.isfinite(slope_weight), slope_weight, torch.zeros_like(slope_weight))
-    return _filter_in_basis(process.operator, x0_hat_other, x0_hat, slope_weight, x_first)
+    return process.operator.filter_in_basis(x0_hat_other, slope_weight, a2=x0_hat, c=x_first)
 
 
 def log_snr(process, t: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """ρ = log(d/σ_t) per basis coefficient: t float64 ``[B]`` -> float64 ``[B, H, W]`` (−inf where d = 0)."""
     spectrum = process.operator.spectrum(process.level(t), height, width)
     return torch.log(spectrum) - torch.log(process.sigma(t)).view(-1, 1, 1)
-
-
-def _filter_in_basis(operator, a, a2, table, c):
-    """B^T (table ⊙ B(a − a2)) + c in the operator's basis B, one fused op. table: float64 ``[B, H, W]``."""
-    dtype = torch.float64 if a.dtype == torch.float64 else torch.float32
-    ones = torch.ones(a.shape[0], dtype=dtype, device=a.device)
-    apply = sk.dct_filter if operator.basis == "dct" else sk.pixel_filter
-    return apply(a, table=table.to(dtype), a2=a2, alpha=ones, c=c)
 
 
 STEPS: dict[str, Callable] = {"momentum": momentum_step, "naive": naive_step, "momentum_ode": momentum_ode_step}
@@ -202,8 +192,9 @@ def sample(
     if x_start is None and t_start != 1:
         raise ValueError(f"t_start = {t_start} needs x_start, the corrupted images at t_start (p_1, drawn "
                          "otherwise, is the law at t = 1)")  # fmt: skip
+    checks = ValueChecks()  # the public inputs' values, read back together: one host sync
     if x_start is not None:
-        check_images("x_start", x_start)
+        checks.images("x_start", x_start)
         if tuple(x_start.shape) != tuple(shape):
             raise ValueError(f"x_start must have shape {tuple(shape)}; got {tuple(x_start.shape)}")
         device = x_start.device if device is None else torch.device(device)
@@ -211,10 +202,24 @@ def sample(
     batch = shape[0]
     if seeds is None:
         seeds = torch.randint(0, 2**62, (batch,), dtype=torch.int64)
-    seeds = as_seeds("seeds", seeds, batch, device=device)
-    predict = guided_denoiser(denoiser, check_labels(labels, guidance, batch, device), float(guidance))
-    times = resolve_grid(grid, process, tuple(shape[1:]), steps, float(t_start)).to(device)
+    seeds = checks.as_seeds("seeds", seeds, batch, device=device)
+    predict = guided_denoiser(denoiser, check_labels(labels, guidance, batch, device, checks), float(guidance))
+    checks.verify()
+    grid_times = resolve_grid(grid, process, tuple(shape[1:]), steps, float(t_start))  # float64 [N + 1], on the host
+    with trusted_values():  # every value below is an input checked above or computed from them
+        return _run_sampler(predict, process, tuple(shape), steps, sampler, seeds, x_start, grid_times, dtype, device,
+                            progress, check_outputs=checks.enabled)  # fmt: skip
+
+
+def _run_sampler(predict, process, shape, steps, sampler, seeds, x_start, grid_times, dtype, device, progress, *,
+                 check_outputs: bool):  # fmt: skip
+    """The loop of :func:`sample` on checked inputs: no host synchronisation per step. With ``check_outputs`` the
+    denoiser's outputs are checked for NaN/Inf on the device and read back once, at the end (naming the first bad
+    step)."""
+    batch = shape[0]
+    times = grid_times.to(device)
     time_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    first_bad_step = torch.full((), -1, dtype=torch.int64, device=device)
 
     if x_start is None:
         x = process.sample_prior(tuple(shape[1:]), seeds, dtype=dtype, device=device)
@@ -230,10 +235,16 @@ def sample(
         for i in range(steps):
             t = times[i].expand(batch)
             x0_hat = predict(x, t.to(time_dtype))
-            _check_denoiser_output(x0_hat, x, i, float(times[i]))
+            _check_denoiser_shape(x0_hat, x)
+            if check_outputs:  # the first step whose x̂_0 holds NaN or Inf, on the device
+                bad = ~torch.isfinite(x0_hat).all() & (first_bad_step < 0)
+                first_bad_step = torch.where(bad, i, first_bad_step)
             if bar is not None:
                 bar.update()
             if i == steps - 1:
+                if check_outputs and (bad_step := int(first_bad_step)) >= 0:  # the loop's one host sync
+                    raise ValueError(f"denoiser output at step {bad_step} (t={float(grid_times[bad_step]):.4g}) "
+                                     "contains NaN or Inf")  # fmt: skip
                 return x0_hat.to(dtype)
             x0_hat, t_next = x0_hat.to(dtype), times[i + 1].expand(batch)
             if sampler not in SECOND_ORDER:
@@ -253,8 +264,7 @@ def sample(
     raise AssertionError("unreachable")
 
 
-def _check_denoiser_output(x0_hat: object, x: torch.Tensor, step: int, t: float) -> None:
+def _check_denoiser_shape(x0_hat: object, x: torch.Tensor) -> None:
     if not isinstance(x0_hat, torch.Tensor) or x0_hat.shape != x.shape:
         got = tuple(x0_hat.shape) if isinstance(x0_hat, torch.Tensor) else type(x0_hat).__name__
         raise ValueError(f"the denoiser must return x0_hat of shape {tuple(x.shape)}; got {got}")
-    check_finite(f"denoiser output at step {step} (t={t:.4g})", x0_hat)

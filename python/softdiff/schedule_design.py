@@ -339,7 +339,7 @@ class DesignedSchedule:
         return LevelSchedule.from_levels(self.levels)
 
     def to_dict(self, *, command: str | None = None) -> dict:
-        from . import __version__
+        from ._version import __version__
 
         record = {
             "format": FORMAT,

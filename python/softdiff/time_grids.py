@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .operators import Identity
+from .spectra import power_law_variance
 
 GRIDS = ("uniform", "edm", "information")
 EDM_RHO = 7.0
@@ -160,10 +160,8 @@ def _image_shape(image_shape: Sequence[int]) -> tuple[int, int, int]:
 def _basis_variance(process, shape: tuple[int, int, int], variance: torch.Tensor | None) -> torch.Tensor:
     """λ in the operator's basis, float64 ``[C, H, W]``: given, or the default of the module docstring."""
     if variance is None:
-        if process.operator.basis == "dct" or isinstance(process.operator, Identity):  # C = I: any basis
-            from .oracle import GaussianDenoiser
-
-            return GaussianDenoiser.power_law(process, shape).variance
+        if process.operator.dct_diagonal:
+            return power_law_variance(shape)
         return torch.full(shape, 0.25, dtype=torch.float64)
     if not isinstance(variance, torch.Tensor) or tuple(variance.shape) != shape:
         got = tuple(variance.shape) if isinstance(variance, torch.Tensor) else type(variance).__name__

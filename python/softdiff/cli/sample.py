@@ -1,0 +1,200 @@
+"""``python -m softdiff.sample``: draw samples (or restore images) with a trained checkpoint.
+
+    python -m softdiff.sample --ckpt runs/demo --n 64 --steps 100 --sampler momentum --out samples/
+    python -m softdiff.sample --ckpt runs/demo/checkpoints/ckpt-00001200.pt --seeds 0-49999 --out samples.npz
+    python -m softdiff.sample --ckpt runs/demo --restore photo.png --t-start 0.3 --out restored/
+    python -m softdiff.sample --ckpt runs/demo-cond --labels 0-9 --guidance 2 --n 100 --out digits.npz
+
+``--ckpt`` is a checkpoint file or a run folder (its newest readable checkpoint). The EMA weights are used
+unless ``--weights model``. Image b is a function of its seed alone, whatever batch or rank it falls in.
+Output: a folder (one PNG per seed, ``seed-000123.png``, and ``grid.png`` of the first 64) or a ``.npz`` holding
+uint8 NHWC images under ``arr_0`` (what FID tools read), in the order the seeds are listed, and with
+``--labels`` the label of each image under ``labels``. Under ``torchrun`` the
+seeds are split over the ranks and gathered on rank 0 through the process group (write ``--num-samples`` for
+``--n`` there: torchrun reads ``--n`` as one of its own options).
+
+Class-conditional checkpoints (``--cond class``): ``--labels 0-9`` (or ``3``, ``1,7``) gives sample k the
+k-th listed label, cycling through the list (``-1``: the unconditional branch ∅); ``--guidance W`` mixes
+x̂_0 = x̂_0(∅) + W (x̂_0(y) − x̂_0(∅)) at every network evaluation (1, the default: plain conditional). The grid
+then has a column per listed label.
+
+Restoration (``--restore IMAGE``): the image, centre-cropped and resized to the model's resolution, is taken
+as x_T at ``--t-start`` T (``--add-noise`` first adds σ_T noise, for a clean but blurry input) and the
+sampler runs from T to 0. Writes ``restore-seed-N.png``: input | restored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from softdiff_kernels import seeded_normal
+
+from ..images import save_image_grid, to_uint8
+from ..loading import load_model, parse_labels, parse_seeds
+from ..samplers import SAMPLERS, sample
+
+RESTORE_NOISE_STREAM = 2**32 - 1  # --add-noise's η; the sampler uses streams 0 (prior) and 1..steps
+
+
+def load_restore_image(path: Path, resolution: int, channels: int = 3) -> torch.Tensor:
+    """The image at ``path``, centre-cropped and resized to the model's side (grey for a one-channel model):
+    ``[1, channels, resolution, resolution]`` in [-1, 1]."""
+    from ..data.errors import DataError
+    from ..data.pictures import decode_image, square_resize
+
+    if not path.exists():
+        raise SystemExit(f"softdiff.sample: image not found: {path}")
+    try:
+        image = square_resize(decode_image(path.read_bytes(), str(path)), resolution)
+    except DataError as error:
+        raise SystemExit(f"softdiff.sample: --restore: {error}") from error
+    if channels == 1:
+        image = image.convert("L")
+    array = torch.from_numpy(np.array(image, dtype=np.uint8)).reshape(resolution, resolution, -1)  # writable copy
+    array = array.permute(2, 0, 1)
+    return array.float()[None] / 127.5 - 1
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m softdiff.sample", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--ckpt", required=True, help="checkpoint file or run folder")
+    parser.add_argument("--n", "--num-samples", dest="n", type=int, default=None,
+                        help="number of samples, seeds 0..n-1 unless --seeds (default 64; with --restore 8, each a "
+                             "different draw of the restoration); under torchrun write --num-samples (torchrun "
+                             "takes --n for its own --nnodes/--nproc-per-node)")  # fmt: skip
+    parser.add_argument("--seeds", default=None, help="seeds, e.g. 0-63 or 1,5,9 (inclusive ranges)")
+    parser.add_argument("--steps", type=int, default=100, help="network evaluations per sample (default 100)")
+    parser.add_argument("--sampler", default="momentum", choices=SAMPLERS, help="sampler (default momentum)")
+    parser.add_argument("--out", required=True, help="output folder, or a .npz file")
+    parser.add_argument("--batch", type=int, default=64, help="samples per batch (default 64)")
+    parser.add_argument("--weights", default="ema", choices=("ema", "model"), help="EMA (default) or raw weights")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if present)")
+    parser.add_argument("--labels", default=None,
+                        help="class labels of a --cond class checkpoint, e.g. 0-9 or 3 or 1,7, cycled over the "
+                             "samples (-1: unconditional)")  # fmt: skip
+    parser.add_argument(
+        "--guidance",
+        type=float,
+        default=1.0,
+        help="classifier-free guidance weight W with --labels (default 1: no guidance)",
+    )
+    parser.add_argument("--restore", default=None, help="an image to deblur and denoise")
+    parser.add_argument("--t-start", type=float, default=None, help="the level of --restore's image, t in (0, 1]")
+    parser.add_argument("--add-noise", action="store_true", help="add σ(t_start) noise to --restore's image first")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    problems = [
+        (args.n is not None and args.n < 1, f"--n must be >= 1; got {args.n}"),
+        (args.steps < 1 or args.batch < 1, "--steps and --batch must be >= 1"),
+        (args.restore is not None and args.t_start is None,
+         "--restore needs --t-start (the corruption level of the image)"),
+        (args.restore is None and (args.t_start is not None or args.add_noise),
+         "--t-start and --add-noise apply to --restore's image; sampling from noise starts at t = 1"),
+        (args.restore is not None and args.out.endswith(".npz"),
+         "--restore writes input | restored PNGs: give --out a folder, not a .npz"),
+        (args.t_start is not None and not 0 < args.t_start <= 1, f"--t-start must lie in (0, 1]; got {args.t_start}"),
+        (args.guidance < 0 or not np.isfinite(args.guidance), f"--guidance must be >= 0; got {args.guidance}"),
+        (args.guidance != 1 and args.labels is None, "--guidance needs --labels (the classes to guide towards)"),
+        (bool(args.device) and args.device.startswith("cuda") and not torch.cuda.is_available(),
+         f"--device {args.device}, but PyTorch sees no CUDA GPU here"),
+    ]  # fmt: skip
+    for bad, message in problems:
+        if bad:
+            raise SystemExit(f"softdiff.sample: {message}")
+    return args
+
+
+def gather_in_listed_order(items: torch.Tensor, rank: int, world: int) -> torch.Tensor | None:
+    """Rank r holds the items at positions r, r + world, r + 2·world, ... of the seed list: on rank 0, all of them
+    in list order (None on the other ranks). Through the process group, so no shared file system is needed."""
+    if world == 1:
+        return items
+    parts = [None] * world if rank == 0 else None
+    dist.gather_object(items, parts, dst=0)
+    if rank != 0:
+        return None
+    merged = torch.empty(sum(len(p) for p in parts), *items.shape[1:], dtype=items.dtype)
+    for r, part in enumerate(parts):
+        merged[r::world] = part
+    return merged
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    wants_cuda = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+    device = torch.device(f"cuda:{local_rank}" if wants_cuda and world > 1 else (args.device or
+                          ("cuda" if torch.cuda.is_available() else "cpu")))  # fmt: skip
+    if world > 1:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    default_count = 8 if args.restore else 64
+    seeds = parse_seeds(args.seeds) if args.seeds else list(range(args.n if args.n is not None else default_count))
+    if args.n is not None and args.seeds and args.n != len(seeds):
+        raise SystemExit(f"softdiff.sample: --n {args.n} but --seeds lists {len(seeds)} seeds")
+    denoiser, process, config = load_model(args.ckpt, weights=args.weights, device=device)
+    out = Path(args.out)
+    to_npz = out.suffix == ".npz"
+    folder = out.parent if to_npz else out
+    folder.mkdir(parents=True, exist_ok=True)
+    shape = (denoiser.net.config.image_channels, config.resolution, config.resolution)
+    restore = load_restore_image(Path(args.restore), config.resolution, shape[0]) if args.restore else None
+    label_list = None if args.labels is None else parse_labels(args.labels, denoiser.net.config.label_classes)
+    labels = None if label_list is None else torch.tensor([label_list[k % len(label_list)] for k in range(len(seeds))])
+    mine = seeds[rank::world]
+    my_labels = None if labels is None else labels[rank::world]
+    results = []
+    for start in range(0, len(mine), args.batch):
+        batch_seeds = mine[start : start + args.batch]
+        x_start = None
+        if restore is not None:
+            x_start = restore.expand(len(batch_seeds), -1, -1, -1).to(device)
+            if args.add_noise:  # each image's noise from its own seed, like everything else it depends on
+                t = torch.full((len(batch_seeds),), args.t_start, device=device)
+                eta = seeded_normal(torch.tensor(batch_seeds, device=device), shape, RESTORE_NOISE_STREAM)
+                x_start = x_start + process.sigma(t).view(-1, 1, 1, 1) * eta
+        images = sample(denoiser, process, (len(batch_seeds), *shape), steps=args.steps, sampler=args.sampler,
+                        seeds=batch_seeds, x_start=x_start, t_start=args.t_start or 1.0, device=device,
+                        labels=None if my_labels is None else my_labels[start : start + args.batch].to(device),
+                        guidance=args.guidance, progress=not args.no_progress and rank == 0)  # fmt: skip
+        images = images.clamp(-1, 1).cpu()
+        for seed, image in zip(batch_seeds, images, strict=True):
+            if restore is not None:
+                save_image_grid(torch.stack([restore[0], image]), folder / f"restore-seed-{seed:06d}.png", scale=2)
+            elif not to_npz:
+                save_image_grid(image[None], folder / f"seed-{seed:06d}.png", padding=0)
+        results.append(images)
+    images = torch.cat(results) if results else torch.empty(0, *shape)
+    if to_npz:
+        everything = gather_in_listed_order(to_uint8(images), rank, world)
+        if rank == 0:
+            extra = {} if labels is None else {"labels": labels.numpy()}
+            np.savez(out, arr_0=everything.numpy(), **extra)
+            print(f"softdiff.sample: wrote {len(seeds)} images to {out}", file=sys.stderr)
+    elif restore is None:
+        first = gather_in_listed_order(images[: -(-64 // world)], rank, world)  # enough for the first 64 listed
+        if rank == 0:
+            columns = len(label_list) if label_list is not None and 1 < len(label_list) <= 16 else None
+            save_image_grid(first[:64], folder / "grid.png", scale=2, columns=columns)
+            print(f"softdiff.sample: wrote {len(seeds)} images to {folder}", file=sys.stderr)
+    elif rank == 0:
+        noun = "restoration" if len(seeds) == 1 else "restorations"
+        print(f"softdiff.sample: wrote {len(seeds)} {noun} to {folder}", file=sys.stderr)
+    if world > 1:
+        dist.barrier()  # rank 0 may still be writing: a peer that exits first can abort its gloo connection
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
