@@ -83,7 +83,10 @@ def best_sampler(results: dict, model: str, samplers, nfe: int) -> tuple[str, li
 def compare(a: list[float], b: list[float], a_name: str, b_name: str) -> str:
     """How ``a`` compares with ``b`` in feature FD over the seeds: a verdict only when the seeds separate."""
     change = (statistics.mean(b) - statistics.mean(a)) / statistics.mean(b)
-    if digit_cells.separated(a, b):
+    if min(len(a), len(b)) < 2:  # one training seed has no spread to separate from: a lead, not a verdict
+        lead = "lower" if statistics.mean(a) < statistics.mean(b) else "higher"
+        outcome = f"one training seed, no verdict ({a_name} {lead})"
+    elif digit_cells.separated(a, b):
         outcome = f"{a_name} better"
     elif digit_cells.separated(b, a):
         outcome = f"{a_name} worse"

@@ -37,7 +37,9 @@ from softdiff.data import make_shapes
 from softdiff.denoiser import Denoiser
 from softdiff.losses import soft_score_matching_loss
 from softdiff.networks import AutocastNetwork
-from softdiff.train import TrainConfig, build_network, build_process, ema_decay, update_ema
+from softdiff.training.build import build_network, build_process
+from softdiff.training.config import TrainConfig
+from softdiff.training.state import ema_decay, update_ema
 
 
 def synchronize(device):

@@ -104,7 +104,8 @@ def test_the_label_embedding_separates_the_classes_and_none_is_no_label():
 
 
 def test_conditional_training_needs_labelled_data(tmp_path):
-    from softdiff.train import TrainConfig, train
+    from softdiff.training.config import TrainConfig
+    from softdiff.training.loop import train
 
     config = TrainConfig(data="shapes:16", resolution=16, net="tiny", steps=1, batch=4, nfe=2, cond="class")
     with pytest.raises(SystemExit, match="--cond class needs labelled data; shapes:16 has no labels"):
@@ -116,7 +117,8 @@ def test_a_conditional_run_samples_the_labels_asked_for_and_saves_them(tmp_path)
     .npz holds the labels cycled over the seeds, and the images are those of sd.sample with the same labels."""
     from softdiff.cli.sample import main as sample_main
     from softdiff.loading import load_model
-    from softdiff.train import TrainConfig, train
+    from softdiff.training.config import TrainConfig
+    from softdiff.training.loop import train
 
     run = tmp_path / "run"
     config = TrainConfig(data="mnist", resolution=16, net="tiny", steps=2, batch=8, nfe=2, sample_count=10,

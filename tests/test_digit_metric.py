@@ -117,7 +117,7 @@ def test_the_fid_command_scores_a_checkpoints_draws_as_the_same_draws_saved(refe
     the same draws written by ``python -m softdiff.sample`` and scored from the file."""
     from softdiff import fid
     from softdiff.cli.sample import main as sample_main
-    from softdiff.train import main as train
+    from softdiff.cli.train import main as train
 
     monkeypatch.setitem(digits.digit_reference.__kwdefaults__, "recipe", QUICK)  # the classifier cached above
     run = tmp_path / "run"

@@ -399,7 +399,8 @@ def test_make_stats_round_trip_with_provenance(tmp_path, capsys):
 def tiny_checkpoint(path: Path) -> Path:
     from dataclasses import asdict
 
-    from softdiff.train import PRESETS, TrainConfig, build_network, build_process
+    from softdiff.training.build import build_network, build_process
+    from softdiff.training.config import PRESETS, TrainConfig
 
     config = TrainConfig(**PRESETS["smoke"])
     with torch.random.fork_rng():

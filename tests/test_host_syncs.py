@@ -10,9 +10,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import softdiff as sd
+from softdiff.cli.train import main as train
 from softdiff.denoiser import Denoiser
 from softdiff.networks import build_unet
-from softdiff.train import main as train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -112,7 +112,8 @@ def test_fit_side_pads_an_even_margin_and_resizes_otherwise():
 
 
 def test_training_on_mnist_turns_flips_off_and_says_so(tmp_path):
-    from softdiff.train import TrainConfig, train
+    from softdiff.training.config import TrainConfig
+    from softdiff.training.loop import train
 
     config = TrainConfig(**{**dict(data="mnist", resolution=16, net="tiny", steps=1, batch=4, nfe=2, sample_count=2,
                                    log_every=1, ckpt_every=1, sample_every=1), "flips": True})  # fmt: skip

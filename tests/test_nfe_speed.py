@@ -186,7 +186,8 @@ def test_nfe_speed_benchmark_scores_a_checkpoint_with_the_proxies(tmp_path):
     no Inception weights). An untrained tiny U-Net saved in the training checkpoint format stands in."""
     from dataclasses import asdict
 
-    from softdiff.train import TrainConfig, build_network
+    from softdiff.training.build import build_network
+    from softdiff.training.config import TrainConfig
 
     config = TrainConfig(data="shapes:24", resolution=16, net="tiny", sigma_max=5.0)
     process = sd.SoftDiffusionProcess(sd.DCTBlur(), noise=sd.GeometricNoise(0.02, 5.0),

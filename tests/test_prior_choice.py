@@ -13,7 +13,8 @@ import softdiff as sd
 import softdiff_kernels as sk
 from softdiff.data.loaders import load_images, to_model_range
 from softdiff.prior import ISOTROPIC_TOLERANCE, DCTGaussianPrior, GaussianPrior, choose_prior, isotropic_prior_error
-from softdiff.train import PRESETS, TrainConfig, build_process
+from softdiff.training.build import build_process
+from softdiff.training.config import PRESETS, TrainConfig
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,8 @@ from softdiff.schedule_design import (
     shipped_schedules,
     shortest_path_design,
 )
-from softdiff.train import TrainConfig, build_process
+from softdiff.training.build import build_process
+from softdiff.training.config import TrainConfig
 
 
 def dct_coefficients(x: torch.Tensor) -> np.ndarray:

@@ -1,7 +1,6 @@
 """python -m softdiff.train and python -m softdiff.sample: end to end, resume, kill -9, corrupt checkpoints,
 the NaN guard, 2-process DDP, per-seed sampling."""
 
-import dataclasses
 import io
 import itertools
 import json
@@ -21,7 +20,9 @@ import pytest
 import torch
 from PIL import Image
 
-import softdiff.train as train_module
+import softdiff.cli.train as train_command
+import softdiff.training.build as train_build
+import softdiff.training.loop as train_loop
 from softdiff.checkpoints import (
     UnsafeCheckpoint,
     checkpoint_path,
@@ -31,7 +32,9 @@ from softdiff.checkpoints import (
     save_checkpoint,
 )
 from softdiff.loading import parse_seeds
-from softdiff.train import PRESETS, TrainConfig, shapes_longer_hint
+from softdiff.operators import DCTBlur
+from softdiff.training.config import PRESETS, TrainConfig, check_config
+from softdiff.training.state import learning_rate
 
 SMOKE = ["--preset", "smoke"]
 
@@ -125,23 +128,6 @@ def test_paper_presets_train_and_sample_on_their_data_formats(tmp_path, preset):
     assert (out / "samples" / "step-00000001.png").exists()
 
 
-def test_shapes_preset_says_how_to_train_on(tmp_path):
-    """The shapes preset's grid has patches, not yet shapes: its closing lines give the command that extends the
-    run, when that command would resume it (the plain shapes preset: only length and output cadence may differ)."""
-    shapes = TrainConfig(**PRESETS["shapes"])
-    hint = shapes_longer_hint(shapes, tmp_path)
-    assert hint is not None and f"python -m softdiff.train --preset shapes --out {tmp_path} --steps 8000" in hint
-    assert shapes_longer_hint(dataclasses.replace(shapes, steps=300, nfe=10, sample_every=100), tmp_path) is not None
-    assert shapes_longer_hint(dataclasses.replace(shapes, steps=8000), tmp_path) is None
-    assert shapes_longer_hint(dataclasses.replace(shapes, resolution=16), tmp_path) is None  # --out + --steps: refused
-    assert shapes_longer_hint(TrainConfig(**PRESETS["demo"]), tmp_path) is None
-    out = tmp_path / "shapes"
-    small = ["--data", "shapes:16", "--resolution", "16", "--steps", "2", "--batch", "4", "--nfe", "2"]
-    result = run("softdiff.train", "--preset", "shapes", "--out", str(out), *small, "--sample-count", "4",
-                 "--sample-every", "2")  # fmt: skip
-    assert "preset shapes" in result.stdout and "longer" not in result.stdout
-
-
 def test_resume_after_a_clean_stop_equals_one_run(tmp_path):
     run("softdiff.train", *SMOKE, "--out", str(tmp_path / "a"), "--steps", "3")
     resumed = run("softdiff.train", *SMOKE, "--out", str(tmp_path / "a"), "--steps", "6")
@@ -156,12 +142,14 @@ def test_resume_after_a_clean_stop_equals_one_run(tmp_path):
 # forward pass of a given step (KILL_IN_STEP, 1-based), or halfway through writing a given checkpoint (KILL_WRITING).
 KILLING_LAUNCHER = """
 import io, os, signal, sys
-import softdiff.train as train
+import torch
+import softdiff.training.loop as loop
 from softdiff import checkpoints
+from softdiff.cli.train import main
 
 kill_in_step = int(os.environ.get("KILL_IN_STEP", "0"))
 kill_writing = int(os.environ.get("KILL_WRITING", "0"))
-real_loss, real_save, calls = train.soft_score_matching_loss, train.save_checkpoint, []
+real_loss, real_save, calls = loop.soft_score_matching_loss, loop.save_checkpoint, []
 
 def loss(*args, **kwargs):
     calls.append(1)
@@ -172,14 +160,14 @@ def loss(*args, **kwargs):
 def save(state, folder, step, *, keep):
     if step == kill_writing:  # the temporary file save_checkpoint writes, torn halfway
         blob = io.BytesIO()
-        train.torch.save(state, blob)
+        torch.save(state, blob)
         partial = checkpoints.checkpoint_path(folder, step).with_name(f".ckpt-{step:08d}.pt.tmp-{os.getpid()}")
         partial.write_bytes(blob.getvalue()[: len(blob.getvalue()) // 2])
         os.kill(os.getpid(), signal.SIGKILL)
     return real_save(state, folder, step, keep=keep)
 
-train.soft_score_matching_loss, train.save_checkpoint = loss, save
-sys.exit(train.main(sys.argv[1:]))
+loop.soft_score_matching_loss, loop.save_checkpoint = loss, save
+sys.exit(main(sys.argv[1:]))
 """
 
 
@@ -254,17 +242,17 @@ def test_checkpoints_that_need_more_than_a_weights_only_load_are_refused_unless_
 )
 def test_non_finite_loss_or_gradient_stops_before_anything_is_saved(tmp_path, monkeypatch, poison, flags, message):
     calls = []
-    real_loss = train_module.soft_score_matching_loss
+    real_loss = train_loop.soft_score_matching_loss
 
     def poisoned(*args, **kwargs):
         calls.append(1)
         loss = real_loss(*args, **kwargs)
         return poison(loss) if len(calls) == 5 else loss
 
-    monkeypatch.setattr(train_module, "soft_score_matching_loss", poisoned)
-    config, preset, _ = train_module.parse_args([*SMOKE, *flags])
-    with pytest.raises(train_module.NonFiniteLoss, match=message):
-        train_module.train(config, tmp_path / "run", preset=preset)
+    monkeypatch.setattr(train_loop, "soft_score_matching_loss", poisoned)
+    config, preset, _ = train_command.parse_args([*SMOKE, *flags])
+    with pytest.raises(train_loop.NonFiniteLoss, match=message):
+        train_loop.train(config, tmp_path / "run", preset=preset)
     assert [step for step, _ in list_checkpoints(tmp_path / "run" / "checkpoints")] == [3]
     assert all(torch.isfinite(v).all() for v in final_weights(tmp_path / "run")["model"].values())
 
@@ -389,22 +377,26 @@ def test_train_rejects_bad_options(tmp_path):
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--log-every", "0"], "--log-every, --ckpt-every and --sample-every must be >= 1"),
+        (["--log-every", "0"], "--log-every must be >= 1; got 0"),
+        (["--sample-every", "0"], "--sample-every must be >= 1"),
+        (["--t-power", "nan"], "--t-power must be a finite number, got nan"),
         (["--resolution", "30"], "--resolution must be a multiple of 4 for the tiny net"),
         (["--dropout", "2"], "--dropout must lie in [0, 1)"),
-        (["--nfe", "0"], "--nfe and --sample-count must be >= 1"),
-        (["--sigma-min", "2", "--sigma-max", "1"], "need 0 < --sigma-min <= --sigma-max"),
+        (["--nfe", "0"], "--nfe must be >= 1"),
+        (["--sample-count", "0"], "--sample-count must be >= 1"),
+        (["--sigma-min", "2", "--sigma-max", "1"], "--sigma-min must be <= --sigma-max (1.0); got 2.0"),
+        (["--sigma-min", "0"], "--sigma-min must be > 0"),
         (["--grad-clip", "-1"], "--grad-clip must be >= 0"),
     ],
 )
 def test_bad_settings_are_named_before_anything_runs(flags, message):
     with pytest.raises(SystemExit, match=re.escape(message)):
-        train_module.parse_args([*SMOKE, *flags])
+        train_command.parse_args([*SMOKE, *flags])
 
 
 def test_help_lists_defaults_and_presets(capsys):
     with pytest.raises(SystemExit):
-        train_module.parse_args(["--help"])
+        train_command.parse_args(["--help"])
     shown = capsys.readouterr().out
     assert (
         "defaults: data=shapes, resolution=32" in shown
@@ -415,16 +407,16 @@ def test_help_lists_defaults_and_presets(capsys):
 
 
 def test_bad_data_and_device_are_named(tmp_path):
-    config, preset, _ = train_module.parse_args([*SMOKE, "--data", "shapes:x"])
+    config, preset, _ = train_command.parse_args([*SMOKE, "--data", "shapes:x"])
     with pytest.raises(SystemExit, match=re.escape("--data shapes:x: data spec 'shapes:x': 'x' is not a whole number")):
-        train_module.train(config, tmp_path / "x", preset=preset)
-    config, preset, _ = train_module.parse_args([*SMOKE, "--data", f"cifar10:{tmp_path / 'nowhere.tar.gz'}"])
+        train_loop.train(config, tmp_path / "x", preset=preset)
+    config, preset, _ = train_command.parse_args([*SMOKE, "--data", f"cifar10:{tmp_path / 'nowhere.tar.gz'}"])
     with pytest.raises(SystemExit, match="data not found"):
-        train_module.train(config, tmp_path / "x", preset=preset)
+        train_loop.train(config, tmp_path / "x", preset=preset)
     if not torch.cuda.is_available():
-        config, preset, _ = train_module.parse_args([*SMOKE, "--device", "cuda"])
+        config, preset, _ = train_command.parse_args([*SMOKE, "--device", "cuda"])
         with pytest.raises(SystemExit, match="--device cuda, but PyTorch sees no CUDA GPU"):
-            train_module.train(config, tmp_path / "x", preset=preset)
+            train_loop.train(config, tmp_path / "x", preset=preset)
     assert not (tmp_path / "x").exists()
 
 
@@ -466,17 +458,17 @@ def test_bf16_autocast_and_channels_last_run_and_resume_exactly(tmp_path):
 def test_amp_auto_picks_bf16_only_where_it_is_native(monkeypatch):
     cpu = torch.device("cpu")
     for preset in ("demo", "shapes"):  # bf16 is opt-in (it diverged for the small net)
-        assert train_module.PRESETS[preset].get("amp", "off") == "off"
-    assert isinstance(train_module.native_bf16(cpu), bool) and not train_module.native_bf16(torch.device("meta"))
-    assert train_module.autocast_dtype("off", cpu) is None
-    assert train_module.autocast_dtype("bf16", cpu) == torch.bfloat16
-    assert train_module.autocast_dtype("fp16", cpu) == torch.float16
-    monkeypatch.setattr(train_module, "native_bf16", lambda device: True)
-    assert train_module.autocast_dtype("auto", cpu) == torch.bfloat16
-    monkeypatch.setattr(train_module, "native_bf16", lambda device: False)
-    assert train_module.autocast_dtype("auto", cpu) is None
+        assert PRESETS[preset].get("amp", "off") == "off"
+    assert isinstance(train_build.native_bf16(cpu), bool) and not train_build.native_bf16(torch.device("meta"))
+    assert train_build.autocast_dtype("off", cpu) is None
+    assert train_build.autocast_dtype("bf16", cpu) == torch.bfloat16
+    assert train_build.autocast_dtype("fp16", cpu) == torch.float16
+    monkeypatch.setattr(train_build, "native_bf16", lambda device: True)
+    assert train_build.autocast_dtype("auto", cpu) == torch.bfloat16
+    monkeypatch.setattr(train_build, "native_bf16", lambda device: False)
+    assert train_build.autocast_dtype("auto", cpu) is None
     with pytest.raises(SystemExit, match="--amp must be one of off, bf16, fp16, auto"):
-        train_module.check_config(train_module.TrainConfig(amp="fp32"))
+        check_config(TrainConfig(amp="fp32"))
 
 
 def test_fitted_prior_and_identity_operator_runs(tmp_path):
@@ -500,7 +492,7 @@ def test_wiener_preconditioning_trains_resumes_and_samples(tmp_path):
     from softdiff.denoiser import data_second_moment
 
     images = to_model_range(load_images(state["config"]["data"], size=state["config"]["resolution"]))
-    torch.testing.assert_close(state["second_moment"], data_second_moment(train_module.DCTBlur(), images))
+    torch.testing.assert_close(state["second_moment"], data_second_moment(DCTBlur(), images))
     out = tmp_path / "samples.npz"
     run("softdiff.sample", "--ckpt", str(tmp_path / "a"), "--n", "2", "--steps", "3", "--out", str(out))
     assert np.load(out)["arr_0"].shape == (2, 16, 16, 3)
@@ -508,21 +500,21 @@ def test_wiener_preconditioning_trains_resumes_and_samples(tmp_path):
 
 def test_loss_weighting_follows_the_preconditioning_unless_given():
     """EDM's λ = 1/c_out² presumes EDM's output scale; with the residual form it weighs t = 1 10^4 times t = 0.3."""
-    config = train_module.TrainConfig
+    config = TrainConfig
     assert [config(precond=p).weighting for p in ("edm", "paper", "wiener")] == ["edm", "sigma2", "sigma2"]
     assert config(precond="paper", weighting="edm").weighting == "edm"
-    assert train_module.parse_args(["--preset", "cifar10", "--precond", "paper"])[0].weighting == "sigma2"
+    assert train_command.parse_args(["--preset", "cifar10", "--precond", "paper"])[0].weighting == "sigma2"
     with pytest.raises(SystemExit, match="--precond must be one of edm, paper, wiener"):
-        train_module.parse_args([*SMOKE, "--precond", "karras"])
+        train_command.parse_args([*SMOKE, "--precond", "karras"])
 
 
 def test_learning_rate_warmup_and_cosine_decay():
-    constant = train_module.TrainConfig(lr=1e-3, warmup=10, steps=100)
-    assert [train_module.learning_rate(constant, s) for s in (0, 4, 9, 50, 99)] == [1e-4, 5e-4, 1e-3, 1e-3, 1e-3]
-    cosine = train_module.TrainConfig(lr=1e-3, warmup=10, steps=100, lr_decay="cosine")
-    rates = [train_module.learning_rate(cosine, s) for s in range(100)]
+    constant = TrainConfig(lr=1e-3, warmup=10, steps=100)
+    assert [learning_rate(constant, s) for s in (0, 4, 9, 50, 99)] == [1e-4, 5e-4, 1e-3, 1e-3, 1e-3]
+    cosine = TrainConfig(lr=1e-3, warmup=10, steps=100, lr_decay="cosine")
+    rates = [learning_rate(cosine, s) for s in range(100)]
     assert rates[0] == pytest.approx(1e-4 * 0.5 * (1 + np.cos(0)))
     assert rates[50] == pytest.approx(0.5e-3) and rates[99] == pytest.approx(1e-3 * 0.5 * (1 + np.cos(np.pi * 0.99)))
     assert all(b <= a for a, b in itertools.pairwise(rates[9:])) and 0 < rates[-1] < 1e-6
     with pytest.raises(SystemExit, match="--lr-decay must be one of"):
-        train_module.check_config(train_module.TrainConfig(lr_decay="linear"))
+        check_config(TrainConfig(lr_decay="linear"))

@@ -50,6 +50,7 @@ def test_claim_verdicts_need_the_seeds_to_separate():
     assert claims.compare([8.0, 9.0], [10.0, 11.0], "a", "b").startswith("a better: a 8.5 (8–9) vs b 10.5 (10–11)")
     assert claims.compare([12.0, 13.0], [10.0, 11.0], "a", "b").startswith("a worse")
     assert claims.compare([9.0, 10.5], [10.0, 11.0], "a", "b").startswith("no clear difference")
+    assert claims.compare([8.0], [10.0, 11.0], "a", "b").startswith("one training seed, no verdict (a lower)")
     plan = {"soft": ("momentum", "naive"), "cold": ("momentum",), "gaussian": ("momentum", "heun")}
     results = claims_results({
         ("soft", "momentum", 10): [30, 32], ("soft", "naive", 10): [60, 70], ("cold", "momentum", 10): [31, 40],
@@ -169,7 +170,7 @@ def test_restore_depth_full_linear_filter_is_the_least_squares_linear_map(genera
 
 
 def test_restore_depth_end_to_end(tmp_path):
-    from softdiff.train import main as train
+    from softdiff.cli.train import main as train
 
     train(["--preset", "smoke", "--out", str(tmp_path / "run")])
     depth = load("restore_depth")

@@ -11,11 +11,13 @@ import pytest
 import torch
 
 import softdiff as sd
-import softdiff.train as train_module
 from softdiff.checkpoints import list_checkpoints, read_checkpoint
+from softdiff.cli.train import parse_args
 from softdiff.data import to_model_range
 from softdiff.data.cache import load_data_cached
-from softdiff.train import ema_decay, update_ema
+from softdiff.training.build import build_network
+from softdiff.training.loop import train
+from softdiff.training.state import ema_decay, update_ema
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -53,8 +55,8 @@ def test_a_short_run_closes_most_of_the_gap_to_the_exact_posterior_mean(tmp_path
     soft loss's error (measured: 0.62-0.84 per time over training seeds 0-3), and at least 30% at each time. Gradient
     ascent, a zero learning rate and a detached loss close none of it (ascent makes it negative)."""
     out = tmp_path / "run"
-    config, preset, _ = train_module.parse_args([*LEARNING_RUN, "--out", str(out)])
-    train_module.train(config, out, preset=preset)
+    config, preset, _ = parse_args([*LEARNING_RUN, "--out", str(out)])
+    train(config, out, preset=preset)
 
     (step, path), *_ = list_checkpoints(out / "checkpoints")[-1:]
     assert step == 100
@@ -66,7 +68,7 @@ def test_a_short_run_closes_most_of_the_gap_to_the_exact_posterior_mean(tmp_path
     answer = soft_errors(sd.oracle.EmpiricalDenoiser(images, process), process, images, LEARNING_TIMES, seed=10**6)
     assert all(a < 0.6 * s for a, s in zip(answer, start, strict=True))  # a gap worth closing at every time
     for weights in ("ema", "model"):
-        net = train_module.build_network(config, channels=3)
+        net = build_network(config, channels=3)
         net.load_state_dict(state[weights])
         trained = soft_errors(sd.Denoiser(net.eval(), process), process, images, LEARNING_TIMES, seed=10**6)
         closed = [(s - e) / (s - a) for s, e, a in zip(start, trained, answer, strict=True)]
@@ -118,8 +120,8 @@ def test_the_training_loop_applies_the_ema_every_step_and_across_a_resume(tmp_pa
     out = tmp_path / "run"
     flags = ["--preset", "smoke", "--ckpt-every", "1", "--keep", "10", "--sample-every", "100", "--out", str(out)]
     for steps in ("3", "6"):
-        config, preset, _ = train_module.parse_args([*flags, "--steps", steps])
-        train_module.train(config, out, preset=preset)
+        config, preset, _ = parse_args([*flags, "--steps", steps])
+        train(config, out, preset=preset)
     states = {step: read_checkpoint(path) for step, path in list_checkpoints(out / "checkpoints")}
     assert sorted(states) == [1, 2, 3, 4, 5, 6]
     for step in range(2, 7):

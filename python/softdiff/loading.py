@@ -14,7 +14,8 @@ from .checkpoints import load_latest, read_checkpoint
 from .conditioning import NO_LABEL
 from .denoiser import Denoiser
 from .process import SoftDiffusionProcess
-from .train import TrainConfig, build_network
+from .training.build import build_network
+from .training.config import TrainConfig
 
 
 def parse_seeds(text: str, name: str = "--seeds") -> list[int]:

@@ -1,0 +1,59 @@
+"""What a run is made of, from its settings: the corruption process, the network and its precision."""
+
+from __future__ import annotations
+
+import torch
+
+from ..networks import build_unet
+from ..operators import DCTBlur, Identity
+from ..process import SoftDiffusionProcess
+from ..schedule_design import ScheduleFileError, level_schedule_from_file
+from ..schedules import GeometricNoise, LevelSchedule, default_blur_max
+from .config import TrainConfig
+
+
+def build_process(config: TrainConfig) -> SoftDiffusionProcess:
+    noise = GeometricNoise(config.sigma_min, config.sigma_max)
+    if config.operator == "identity":
+        return SoftDiffusionProcess(Identity(), noise=noise, levels=LevelSchedule.zero())
+    if config.schedule_file:
+        try:
+            levels = level_schedule_from_file(
+                config.schedule_file, operator=DCTBlur(), image_size=(config.resolution,) * 2
+            )
+        except ScheduleFileError as error:
+            raise SystemExit(f"softdiff.train: --schedule-file: {error}") from error
+    else:
+        blur_max = config.blur_max
+        if blur_max is None:
+            blur_max = default_blur_max(config.resolution, config.resolution)
+        levels = LevelSchedule.sin2(blur_max)
+    return SoftDiffusionProcess(DCTBlur(), noise=noise, levels=levels)
+
+
+def build_network(config: TrainConfig, channels: int, label_classes: int = 0):
+    """The run's U-Net for images of ``channels`` channels; class-conditional on ``label_classes`` > 0 classes."""
+    net = build_unet(config.net, resolution=config.resolution, image_channels=channels, label_classes=label_classes)
+    if config.dropout is not None:
+        for module in net.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = config.dropout
+    return net
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` runs bfloat16 convolutions natively (faster than float32): a CUDA GPU with bf16 support, or
+    a CPU with AMX tiles (measured 1.6x for the tiny net's training step)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        has_amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private; absent in some versions
+        return bool(has_amx and has_amx())
+    return False
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The network's autocast dtype for ``--amp`` on ``device`` (None: float32)."""
+    if amp == "auto":
+        amp = "bf16" if native_bf16(device) else "off"
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
