@@ -219,22 +219,22 @@ def main(argv=None) -> int:
     for seed in args.seeds:
         for model, flags in MODELS.items():
             run = args.runs / f"{model}-seed{seed}"
+            unscored = [(sampler, nfe) for sampler in args.plan[model] for nfe in nfes
+                    if cell_key(model, seed, args.steps, sampler, nfe, args.samples) not in record]  # fmt: skip
+            if not unscored:  # every cell scored: no need for the model (its training time is already recorded)
+                continue
             digit_cells.train(run, [*flags, "--data", args.data, "--resolution", str(args.resolution), "--seed",
                                     str(seed)], steps=args.steps)  # fmt: skip
             record.meta["training_seconds"][run.name] = digit_cells.training_seconds(run)
-            loaded = None  # the checkpoint, read once for all of its cells (and not at all when all are scored)
-            for sampler in args.plan[model]:
-                for nfe in nfes:
-                    key = cell_key(model, seed, args.steps, sampler, nfe, args.samples)
-                    if key in record:
-                        continue
-                    loaded = loaded if loaded is not None else digit_cells.load(run)
-                    scores = digit_cells.score_cell(loaded, reference, n=args.samples, nfe=nfe, sampler=sampler)
-                    record.meta["floor"] = scores["floor"]
-                    record.put(key, {"model": model, "seed": seed, "steps": args.steps, **scores})
-                    print(f"  {model} seed {seed} {sampler:>12} NFE {nfe:3d}: feature FD {scores['feature_fd']:.1f}, "
-                          f"confident {scores['confident']:.1%}, balance {scores['balance']:.3f} "
-                          f"({scores['sampling_seconds']:.0f} s)", flush=True)  # fmt: skip
+            loaded = digit_cells.load(run)  # the checkpoint, read once for all of its cells
+            for sampler, nfe in unscored:
+                key = cell_key(model, seed, args.steps, sampler, nfe, args.samples)
+                scores = digit_cells.score_cell(loaded, reference, n=args.samples, nfe=nfe, sampler=sampler)
+                record.meta["floor"] = scores["floor"]
+                record.put(key, {"model": model, "seed": seed, "steps": args.steps, **scores})
+                print(f"  {model} seed {seed} {sampler:>12} NFE {nfe:3d}: feature FD {scores['feature_fd']:.1f}, "
+                      f"confident {scores['confident']:.1%}, balance {scores['balance']:.3f} "
+                      f"({scores['sampling_seconds']:.0f} s)", flush=True)  # fmt: skip
     record.save()
     cells = {
         k: r
