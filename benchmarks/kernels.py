@@ -87,10 +87,6 @@ class Problem:
         self.fused_noise = sk.backend(device) == "torch"  # the reference draws noise with torch.randn
 
 
-def compute_dtype(dtype):
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def axis_operators(factors: torch.Tensor, n: int) -> torch.Tensor:
     """Mᵀ diag(f) M per sample: [B, J, n] -> [B, J, n, n]."""
     m = sk.dct_matrix(n, dtype=factors.dtype, device=factors.device)
@@ -116,7 +112,7 @@ def fused(op: str, p: Problem):
 
 def plain(op: str, p: Problem):
     _, _, height, width = p.shape
-    dtype = compute_dtype(p.dtype)
+    dtype = sk.compute_dtype(p.dtype)
 
     def blur(x, rows, cols):  # Σ_j A_j x B_j with per-sample matrices built from the filter factors
         a, b = axis_operators(rows.to(dtype), height), axis_operators(cols.to(dtype), width)
@@ -131,7 +127,7 @@ def plain(op: str, p: Problem):
 
 def spectral(forward, inverse):
     def make(op: str, p: Problem):
-        dtype = compute_dtype(p.dtype)
+        dtype = sk.compute_dtype(p.dtype)
 
         def blur(x, rows, cols):
             spectrum = (rows[..., :, None] * cols[..., None, :]).sum(1).to(dtype)  # [B, H, W]
@@ -143,7 +139,7 @@ def spectral(forward, inverse):
 
 
 def gaussian(p: Problem) -> torch.Tensor:
-    return torch.randn(p.shape, device=p.x0.device, dtype=compute_dtype(p.dtype))
+    return torch.randn(p.shape, device=p.x0.device, dtype=sk.compute_dtype(p.dtype))
 
 
 def generic_paths(op, p, blur):

@@ -33,6 +33,7 @@ import softdiff as sd
 import softdiff_kernels as sk
 from softdiff.closed_form import monte_carlo_w2_moments, output_variance
 from softdiff.data import load_images
+from softdiff.images import to_model_range
 from softdiff.samplers import SAMPLERS
 from softdiff.spectra import relative_w2
 
@@ -86,7 +87,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     started = time.perf_counter()
     images = load_images(args.data, size=args.size)  # uint8
-    variance, mean = fit_dct_gaussian(images.double() / 127.5 - 1.0)
+    variance, mean = fit_dct_gaussian(to_model_range(images, torch.float64))
     shape = tuple(images.shape[1:])
     results = {"settings": vars(args), "runs": {}}
     schedules = level_schedules(images, args.keep, args.data)

@@ -35,6 +35,7 @@ import torch
 import softdiff_kernels as sk
 from softdiff.data import make_shapes
 from softdiff.denoiser import Denoiser
+from softdiff.images import from_model_range, to_model_range
 from softdiff.losses import soft_score_matching_loss
 from softdiff.networks import AutocastNetwork
 from softdiff.training.build import build_network, build_process
@@ -62,7 +63,7 @@ def timed(run, device, repeats):
 def measure(size, args, device, *, backend, amp, channels_last, compile_net):
     os.environ["SOFTDIFF_BACKEND"] = backend
     config = TrainConfig(net=size, resolution=args.resolution, batch=args.batch, amp=amp)
-    images = (make_shapes(max(args.batch * 4, 64), size=args.resolution) * 127.5 + 127.5).to(torch.uint8)
+    images = from_model_range(make_shapes(max(args.batch * 4, 64), size=args.resolution))
     process = build_process(config)
     net = build_network(config, 3).to(device)
     if channels_last:
@@ -78,7 +79,7 @@ def measure(size, args, device, *, backend, amp, channels_last, compile_net):
 
     def data():
         index = torch.randint(0, len(images), (args.batch,), generator=generator)
-        x0 = images[index].float() / 127.5 - 1
+        x0 = to_model_range(images[index])
         x0 = torch.where(torch.rand(args.batch, 1, 1, 1, generator=generator) < 0.5, x0.flip(-1), x0).to(device)
         state["x0"] = x0.contiguous(memory_format=torch.channels_last) if channels_last else x0
         state["t"] = torch.rand(args.batch, generator=generator).to(device) * 0.999 + 1e-3

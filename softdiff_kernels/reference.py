@@ -19,12 +19,8 @@ from __future__ import annotations
 import torch
 
 from .dct import dct2, dct_matrix, idct2, matmul_fp32
+from .dtypes import compute_dtype
 from .random import seeded_normal
-
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float64 stays float64; every other floating dtype computes in float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _difference(a: torch.Tensor, a2: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
     y_b = F_b ⊙ (a_b − a2_b) + α_b c_b + β_b η_b        (F a [H, W] table, or one scale per sample)
 
-η is the same in-kernel Philox noise as in :mod:`.triton_dct_filter`.
+η is the same in-kernel Philox noise as in :mod:`.triton_dct_filter` (:mod:`.triton_common`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_dct_filter import (
+from .triton_common import (
     NOISE_NONE,
     NOISE_SEEDS,
     NOISE_TENSOR,

@@ -9,7 +9,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from softdiff_kernels import triton_dct_filter, triton_pixel_filter
+from softdiff_kernels import triton_common, triton_dct_filter, triton_pixel_filter
 
 TARGET = GPUTarget("cuda", 90, 32)
 IMAGE_POINTERS = ("out_ptr", "a_ptr", "a2_ptr", "c_ptr", "noise_ptr")
@@ -35,7 +35,8 @@ def value_of(constant) -> int:
 def main() -> int:
     dct, pixel = triton_dct_filter, triton_pixel_filter
     filters = tuple(value_of(x) for x in (dct.SEPARABLE1, dct.SEPARABLE2, dct.TABLE))
-    noises = tuple(value_of(x) for x in (dct.NOISE_NONE, dct.NOISE_TENSOR, dct.NOISE_SEEDS))
+    common = triton_common
+    noises = tuple(value_of(x) for x in (common.NOISE_NONE, common.NOISE_TENSOR, common.NOISE_SEEDS))
     for form, noise in itertools.product(filters, noises):
         constants = dict(FILTER=form, HAS_A2=True, HAS_C=True, NOISE=noise, BH=16, BW=32, PLANES=2, PRECISION="ieee")
         compile_variant(dct._dct_filter_kernel, constants, "*fp32")

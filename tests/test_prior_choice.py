@@ -11,7 +11,8 @@ import torch
 
 import softdiff as sd
 import softdiff_kernels as sk
-from softdiff.data.loaders import load_images, to_model_range
+from softdiff.data.loaders import load_images
+from softdiff.images import to_model_range
 from softdiff.prior import ISOTROPIC_TOLERANCE, DCTGaussianPrior, GaussianPrior, choose_prior, isotropic_prior_error
 from softdiff.training.build import build_process
 from softdiff.training.config import PRESETS, TrainConfig

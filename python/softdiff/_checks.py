@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
+from softdiff_kernels import compute_dtype
+
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 MAX_SEED = 2**63 - 1
 
@@ -144,7 +146,7 @@ def as_times(
     (bfloat16 cannot tell t = 0.999 from 1); Python numbers become float64 when ``images_dtype`` is float64 (a
     float64 pipeline keeps every digit of t = 0.3) and float32 otherwise."""
     if isinstance(t, (int, float)) and not isinstance(t, bool):
-        dtype = torch.float64 if images_dtype == torch.float64 else torch.float32
+        dtype = compute_dtype(images_dtype)
         t = torch.tensor(float(t), dtype=dtype, device=device)
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a float or a float tensor of shape [B]; got {type(t).__name__}")

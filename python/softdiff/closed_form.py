@@ -31,6 +31,7 @@ import torch
 
 from .prior import GaussianPrior
 from .samplers import SAMPLERS, log_snr
+from .spectra import wiener_gain
 from .time_grids import resolve_grid
 
 STOCHASTIC = ("momentum", "naive")
@@ -133,7 +134,7 @@ class _Coefficients:
         time = torch.tensor([t], dtype=torch.float64)
         d = self.process.operator.spectrum(self.process.level(time), self.height, self.width)[0].expand_as(self.lam)
         sigma = float(self.process.sigma(time)[0])
-        gain = self.lam * d / (d.square() * self.lam + sigma**2)
+        gain = wiener_gain(self.lam, d, sigma**2)
         rho = log_snr(self.process, time, self.height, self.width)[0].expand_as(self.lam)
         return d, sigma, gain, rho
 

@@ -27,8 +27,11 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from softdiff_kernels import compute_dtype
+
 from ._checks import as_times, check_choice, check_images
 from .operators import basis_second_moment
+from .spectra import wiener_gain
 
 PRECONDITIONINGS = ("edm", "paper", "wiener")
 NOISE_LABEL_SCALE = 1000.0
@@ -97,7 +100,7 @@ class Denoiser(nn.Module):
         d = self.process.operator.spectrum(self.process.level(t), height, width)[:, None]  # [B, 1, H, W]
         var = self.process.sigma(t).view(-1, 1, 1, 1).square()
         visible = d.square() * moment  # d_f² s_f
-        c_skip = d * moment / (visible + var)
+        c_skip = wiener_gain(moment, d, var)
         c_out = (moment * var / (visible + var)).sqrt()
         c_in = (visible.mean(dim=(1, 2, 3)) + var.view(-1)).rsqrt()
         return c_skip, c_out, c_in
@@ -137,7 +140,7 @@ class Denoiser(nn.Module):
         out = self._network(c_in.to(x_t.dtype).view(-1, 1, 1, 1) * x_t, c_noise, labels)
         _check_network_output(out, x_t)
         operator = self.process.operator
-        dtype = torch.float32 if x_t.dtype != torch.float64 else torch.float64
+        dtype = compute_dtype(x_t.dtype)
         z = c_skip.to(dtype) * operator.to_basis(x_t.to(dtype)) + c_out.to(dtype) * operator.to_basis(out.to(dtype))
         return operator.from_basis(z).to(x_t.dtype)
 

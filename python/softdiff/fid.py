@@ -50,7 +50,7 @@ import torch
 import torch.distributed as dist
 
 from .data.loaders import CELEBA_CROP_RECIPES, DataError, load_array, load_images
-from .data.pictures import IMAGE_SUFFIXES, decode_image, image_size
+from .data.pictures import IMAGE_SUFFIXES, decode_image, image_size, list_images
 from .metrics import (
     FeatureExtractor,
     InceptionFeatures,
@@ -112,7 +112,7 @@ def _read_image(path: Path, first: Path, height: int, width: int) -> np.ndarray:
 
 
 def _folder_source(path: Path, limit: int | None) -> ImageSource:
-    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = list_images(path)
     if not files:
         raise MetricsError(f"{path}: empty folder: no images ({', '.join(IMAGE_SUFFIXES)})")
     files = _limited(files, limit, str(path))

@@ -1,4 +1,5 @@
-"""Image output: tensors in [-1, 1] to uint8 and PNG grids (Pillow is imported only when saving)."""
+"""Image values: the one conversion between uint8 pixels [0, 255] and the model range [-1, 1] (x = u / 127.5 − 1),
+and PNG grids (Pillow is imported only when saving)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,19 @@ from pathlib import Path
 import torch
 
 
+def to_model_range(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 pixels [0, 255] (any shape) -> ``dtype`` values in [-1, 1]: u / 127.5 − 1."""
+    return images.to(dtype) / 127.5 - 1.0
+
+
+def from_model_range(images: torch.Tensor) -> torch.Tensor:
+    """Values in [-1, 1] (any shape, any floating dtype) -> uint8 [0, 255]: (x + 1) · 127.5, rounded, clipped."""
+    return ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """``[N, C, H, W]`` in [-1, 1] -> uint8 ``[N, H, W, C]`` (rounded, clipped)."""
-    return ((images.detach().float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    """``[N, C, H, W]`` in [-1, 1] -> uint8 ``[N, H, W, C]`` on the CPU (the layout image files and arrays use)."""
+    return from_model_range(images.detach().cpu()).permute(0, 2, 3, 1)
 
 
 def save_image_grid(

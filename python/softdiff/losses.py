@@ -19,6 +19,8 @@ from collections.abc import Callable
 
 import torch
 
+from softdiff_kernels import compute_dtype
+
 from ._checks import ValueChecks, check_choice, trusted_values
 from .denoiser import edm_scalings
 
@@ -127,7 +129,7 @@ def soft_score_matching_loss(
             residual = process.operator.combine(x0_hat, [level], [torch.ones_like(level)], a2=x0)  # C_t (D − x_0)
         else:
             residual = x0_hat - x0
-        reduce_dtype = torch.float64 if residual.dtype == torch.float64 else torch.float32
+        reduce_dtype = compute_dtype(residual.dtype)
         per_sample = residual.to(reduce_dtype).square().mean(dim=(1, 2, 3))
         weight = loss_weight(process.sigma(t.to(torch.float64)), weighting, sigma_data).to(reduce_dtype)
         weighted = weight * per_sample

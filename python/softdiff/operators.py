@@ -25,6 +25,7 @@ import torch
 import softdiff_kernels as sk
 
 from ._checks import check_finite, check_images, check_values_enabled
+from .images import to_model_range
 
 
 class Operator(ABC):
@@ -67,7 +68,7 @@ class Operator(ABC):
                         c: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         """Bᵀ (table ⊙ B(a − a2)) + c in the operator's basis B, one fused op: ``a``, ``a2``, ``c`` ``[B, C, H, W]``,
         ``table`` float64 ``[B, H, W]`` (a per-coefficient filter shared by the channels)."""
-        dtype = _compute_dtype(a)
+        dtype = sk.compute_dtype(a.dtype)
         ones = None if c is None else torch.ones(a.shape[0], dtype=dtype, device=a.device)
         apply = sk.dct_filter if self.basis == "dct" else sk.pixel_filter
         return apply(a, table=table.to(dtype), a2=a2, alpha=ones, c=c)
@@ -121,10 +122,6 @@ def _as_levels(level: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
     return level
 
 
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
 class DCTBlur(Operator):
     """Gaussian blur in the DCT domain; ``level`` = blur standard deviation σ_B in pixels (≥ 0)."""
 
@@ -148,7 +145,7 @@ class DCTBlur(Operator):
 
     def combine(self, a, levels, weights, **terms):
         height, width = a.shape[-2:]
-        dtype = _compute_dtype(a)
+        dtype = sk.compute_dtype(a.dtype)
         # Σ_j w_j C(l_j): separable terms rows_j ⊗ cols_j with rows_j = w_j d_H(l_j), cols_j = d_W(l_j).
         rows = torch.stack(
             [
@@ -172,7 +169,7 @@ class Identity(Operator):
         return torch.ones(level.shape[0], height, width, dtype=torch.float64, device=level.device)
 
     def combine(self, a, levels, weights, **terms):
-        dtype = _compute_dtype(a)
+        dtype = sk.compute_dtype(a.dtype)
         scale = sum(w.to(dtype) for w in weights)
         return sk.pixel_filter(a, table=scale.view(-1, 1, 1), **_cast_terms(terms, dtype))
 
@@ -213,7 +210,7 @@ class Masking(Operator):
 
     def combine(self, a, levels, weights, **terms):
         height, width = a.shape[-2:]
-        dtype = _compute_dtype(a)
+        dtype = sk.compute_dtype(a.dtype)
         table = sum(
             w.to(torch.float64)[:, None, None] * self.spectrum(lv, height, width)
             for lv, w in zip(levels, weights, strict=True)
@@ -240,7 +237,7 @@ _OPERATORS = {"dct_blur": DCTBlur, "identity": Identity, "masking": Masking}
 def model_range_float64(images: torch.Tensor) -> torch.Tensor:
     """A batch as float64 in [-1, 1] units (uint8 [0, 255] is rescaled; float is taken as already in them)."""
     if images.dtype == torch.uint8:
-        return images.to(torch.float64) / 127.5 - 1.0
+        return to_model_range(images, torch.float64)
     return images.to(torch.float64)
 
 

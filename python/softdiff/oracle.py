@@ -21,7 +21,7 @@ import torch
 import softdiff_kernels as sk
 
 from ._checks import as_times, check_images
-from .spectra import power_law_variance, relative_w2
+from .spectra import power_law_variance, relative_w2, wiener_gain
 
 
 class EmpiricalDenoiser:
@@ -39,7 +39,7 @@ class EmpiricalDenoiser:
             raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
         self.process = process
         self.image_shape = tuple(data.shape[1:])
-        storage = torch.float64 if data.dtype == torch.float64 else torch.float32
+        storage = sk.compute_dtype(data.dtype)
         self.coefficients = torch.cat(
             [process.operator.to_basis(part.to(torch.float64)).to(storage).flatten(1) for part in data.split(1024)]
         )  # [N, C*H*W]
@@ -135,5 +135,5 @@ class GaussianDenoiser:
         variance = self.variance.to(x_t.device)
         m = sk.dct2(self.mean.to(x_t.device))
         z_t = sk.dct2(x_t.to(torch.float64))
-        z0 = m + variance * d / (d.square() * variance + sigma_sq) * (z_t - d * m)
+        z0 = m + wiener_gain(variance, d, sigma_sq) * (z_t - d * m)
         return sk.idct2(z0).to(x_t.dtype)

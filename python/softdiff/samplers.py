@@ -37,6 +37,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from softdiff_kernels import compute_dtype
+
 from ._checks import ValueChecks, as_times, check_choice, check_images, check_values_enabled, trusted_values
 from .conditioning import check_labels, guided_denoiser
 from .time_grids import resolve_grid, uniform_grid
@@ -218,7 +220,7 @@ def _run_sampler(predict, process, shape, steps, sampler, seeds, x_start, grid_t
     step)."""
     batch = shape[0]
     times = grid_times.to(device)
-    time_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    time_dtype = compute_dtype(dtype)
     first_bad_step = torch.full((), -1, dtype=torch.int64, device=device)
 
     if x_start is None:

@@ -36,7 +36,7 @@ import torch.distributed as dist
 
 from softdiff_kernels import seeded_normal
 
-from ..images import save_image_grid, to_uint8
+from ..images import save_image_grid, to_model_range, to_uint8
 from ..loading import load_model, parse_labels, parse_seeds
 from ..samplers import SAMPLERS, sample
 
@@ -58,8 +58,7 @@ def load_restore_image(path: Path, resolution: int, channels: int = 3) -> torch.
     if channels == 1:
         image = image.convert("L")
     array = torch.from_numpy(np.array(image, dtype=np.uint8)).reshape(resolution, resolution, -1)  # writable copy
-    array = array.permute(2, 0, 1)
-    return array.float()[None] / 127.5 - 1
+    return to_model_range(array.permute(2, 0, 1)[None])
 
 
 def parse_args(argv=None) -> argparse.Namespace:

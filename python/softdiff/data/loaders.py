@@ -30,9 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..images import from_model_range
 from .errors import DataError
 from .mnist import fit_side, load_mnist
-from .pictures import IMAGE_SUFFIXES, decode_image, images_to_tensor, resize_batch, square_resize
+from .pictures import IMAGE_SUFFIXES, decode_image, images_to_tensor, list_images, resize_batch, square_resize
 from .shapes import make_shapes
 
 CELEBA_CROP_RECIPES = {  # what each crop of the aligned 178x218 faces takes (recorded with FID statistics)
@@ -40,11 +41,6 @@ CELEBA_CROP_RECIPES = {  # what each crop of the aligned 178x218 faces takes (re
     128: "128x128 box centred at row 121, column 89 (DDIM; rows 57-185, columns 25-153)",
 }
 CELEBA_CROPS = tuple(CELEBA_CROP_RECIPES)
-
-
-def to_model_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float32 [-1, 1]."""
-    return images.float() / 127.5 - 1.0
 
 
 @dataclass(frozen=True)
@@ -105,11 +101,6 @@ def _spec_integer(spec: str, text: str) -> int:
         return int(text)
     except ValueError:
         raise DataError(f"data spec {spec!r}: {text!r} is not a whole number") from None
-
-
-def from_model_range(images: torch.Tensor) -> torch.Tensor:
-    """float [-1, 1] -> uint8."""
-    return ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
 def _require(path: Path) -> Path:
@@ -205,7 +196,7 @@ def load_folder(path: Path, *, size: int | None = None) -> torch.Tensor:
     """Every image below ``path`` (recursive, sorted): uint8 ``[N, 3, S, S]``; all must share one size unless
     ``size`` is given (then each is centre-cropped to a square and resized)."""
     _require(path)
-    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = list_images(path)
     if not files:
         raise DataError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)})")
     images = []
@@ -223,7 +214,7 @@ def folder_labels(path: Path) -> tuple[torch.Tensor | None, list[str]]:
     """Class labels of a folder of class subfolders (ImageNet's layout), in :func:`load_folder`'s order: int64
     ``[N]`` indexing the sorted subfolder names, and those names; (None, []) when some image lies directly in
     ``path`` or there is only one subfolder (no classes to tell apart)."""
-    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = list_images(path)
     parts = [file.relative_to(path).parts for file in files]
     if any(len(part) < 2 for part in parts):
         return None, []

@@ -14,6 +14,12 @@ from .errors import DataError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
+def list_images(path: Path) -> list[Path]:
+    """The image files below the folder ``path`` (recursive, by suffix, in sorted path order): the one listing that
+    training, class labels and the metrics share, so that all three see the same images in the same order."""
+    return sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
 def decode_image(blob: bytes, name: str):
     """The image file ``blob`` (named ``name`` in errors) as an RGB ``PIL.Image``."""
     from PIL import Image

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..images import to_model_range
 from .frechet import frechet_distance, gaussian_statistics
 
 NAME = "digits-cnn-v1"
@@ -67,7 +68,7 @@ def as_digits(images: torch.Tensor) -> torch.Tensor:
     padded by 2) is centre-cropped, other sides are resized (bilinear, antialiased)."""
     if images.dim() != 4 or images.shape[1] != 1:
         raise ValueError(f"the digit metric takes one-channel images [N, 1, H, W]; got {tuple(images.shape)}")
-    x = images.float() / 127.5 - 1.0 if images.dtype == torch.uint8 else images.float().clamp(-1, 1)
+    x = to_model_range(images) if images.dtype == torch.uint8 else images.float().clamp(-1, 1)
     height, width = x.shape[-2:]
     if (height, width) == (SIDE + 4, SIDE + 4):
         return x[..., 2:-2, 2:-2]
