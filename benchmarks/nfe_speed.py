@@ -252,7 +252,7 @@ def checkpoint_records(args) -> list[dict]:
     temporary .npz scored by ``python -m softdiff.fid score`` (its ``--json`` ``results``): FID and KID when
     Inception weights are given, else the proxies SWD-proxy and RandFD-proxy (never called FID)."""
     try:
-        from softdiff import fid
+        from softdiff.cli import fid
     except ImportError as error:
         raise SystemExit(f"scoring a checkpoint needs softdiff.fid (python -m softdiff.fid): {error}") from error
     import numpy as np

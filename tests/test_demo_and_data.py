@@ -52,7 +52,7 @@ def test_demo_writes_pictures_and_summary(tmp_path):
 
 
 def test_demo_names_bad_options(capsys):
-    from softdiff.demo import main
+    from softdiff.cli.demo import main
 
     for flags, message in ((["--references", "2"], "--references must be >= 3"), (["--n", "0"], "--n must be >= 1"),
                            (["--gaussian-nfe", "10", "0"], "--gaussian-nfe must be >= 1")):  # fmt: skip

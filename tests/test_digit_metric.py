@@ -91,7 +91,7 @@ def test_bad_inputs_are_named(reference):
 def test_the_fid_command_scores_digits_with_their_labels(reference, held_out, tmp_path, monkeypatch, capsys):
     """``python -m softdiff.fid digits.npz --metrics digits``: an .npz as softdiff.sample writes it (uint8 NHWC and
     the labels asked for) prints the digit metric and writes it to --json."""
-    from softdiff import fid
+    from softdiff.cli import fid
 
     monkeypatch.setitem(digits.digit_reference.__kwdefaults__, "recipe", QUICK)  # the classifier cached above
     images, labels = held_out
@@ -115,7 +115,7 @@ def test_the_fid_command_scores_a_checkpoints_draws_as_the_same_draws_saved(refe
                                                                              capsys):  # fmt: skip
     """``python -m softdiff.fid --ckpt RUN --metrics digits``: the draws of a one-channel MNIST checkpoint score as
     the same draws written by ``python -m softdiff.sample`` and scored from the file."""
-    from softdiff import fid
+    from softdiff.cli import fid
     from softdiff.cli.sample import main as sample_main
     from softdiff.cli.train import main as train
 

@@ -17,7 +17,8 @@ import scipy.ndimage
 import torch
 from PIL import Image
 
-import softdiff.fid as fid
+import softdiff.cli.fid as fid
+import softdiff.metrics.sources as sources
 from softdiff.data import load_images
 from softdiff.metrics import (
     InceptionFeatures,
@@ -352,7 +353,7 @@ def test_bare_statistics_files_are_checked_by_their_clean_fid_names(tmp_path, ca
     code, _, err = run_cli(tmp_path / "samples.npz", "--ref", "wide", "--split", "custom", "--stats-dir", tmp_path,
                            "--inception", weights, "--metrics", "fid", "--no-progress", capsys=capsys)  # fmt: skip
     assert code == 2 and "different feature widths" in err  # found under clean-fid's custom name, ..._custom_na.npz
-    assert "row 121, column 89" in fid._crop_recipe("celeba", "/data/celeba.zip:crop=128", 64)
+    assert "row 121, column 89" in sources._crop_recipe("celeba", "/data/celeba.zip:crop=128", 64)
 
 
 def test_make_stats_round_trip_with_provenance(tmp_path, capsys):
@@ -483,11 +484,11 @@ def test_generator_mode_under_two_gloo_ranks_equals_one_process(tmp_path, capsys
 
 
 def test_missing_weights_exit_2_with_instructions_and_no_heavy_imports(tmp_path, monkeypatch):
-    # One interpreter for both checks: `import softdiff` (and softdiff.fid, softdiff.metrics) loads none of the
+    # One interpreter for both checks: `import softdiff` (and softdiff.cli.fid, softdiff.metrics) loads none of the
     # optional heavy packages, then `python -m softdiff.fid` without the weights exits 2 with instructions.
     monkeypatch.delenv("SOFTDIFF_INCEPTION", raising=False)
     np.save(tmp_path / "s.npy", np.zeros((4, 16, 16, 3), np.uint8))
-    script = ("import runpy, sys, softdiff, softdiff.fid, softdiff.metrics; "
+    script = ("import runpy, sys, softdiff, softdiff.cli.fid, softdiff.metrics; "
               "print([m for m in ('cleanfid', 'scipy', 'matplotlib', 'torchvision') if m in sys.modules]); "
               f"sys.argv = ['softdiff.fid', {str(tmp_path / 's.npy')!r}, '--ref', 'shapes:40']; "
               "runpy.run_module('softdiff.fid', run_name='__main__')")  # fmt: skip

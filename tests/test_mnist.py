@@ -124,7 +124,7 @@ def test_training_on_mnist_turns_flips_off_and_says_so(tmp_path):
 
 
 def test_the_fid_command_reads_mnist_specs():
-    from softdiff.fid import is_data_spec, open_images
+    from softdiff.metrics.sources import is_data_spec, open_images
 
     assert is_data_spec("mnist") and is_data_spec("mnist:5k") and is_data_spec("mnist:/data/mnist")
     source = open_images("mnist", split=None, size=32, limit=10)

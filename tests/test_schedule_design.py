@@ -14,7 +14,7 @@ import scipy.linalg
 import torch
 
 import softdiff as sd
-import softdiff.schedule as schedule_cli
+import softdiff.cli.schedule as schedule_cli
 from softdiff.schedule_design import (
     CoupledW2,
     FrechetW2,
