@@ -83,7 +83,7 @@ def _dct_filter_kernel(
     if NOISE == NOISE_SEEDS:
         seed = tl.load(seeds_ptr + b)
 
-    for p in tl.static_range(PLANES):
+    for p in range(PLANES):  # a loop, not unrolled: unrolled planes spill (benchmarks/gpu_static.py)
         plane = first_plane + p
         mask = in_plane & (plane < C)
         x = tl.load(a_ptr + b * s_ab + plane * s_ac + hh * s_ah + ww * s_aw, mask=mask, other=0.0).to(tl.float32)
@@ -115,6 +115,15 @@ def tile_size(n: int) -> int:
     return max(16, triton.next_power_of_2(n))
 
 
+def launch_config(channels: int, height: int, width: int, planes_per_program: int | None = None) -> dict:
+    """The compile-time shape of a launch for ``[B, channels, height, width]``: tile sides BH, BW, planes per
+    program and warps per program (what the launcher uses, and what the static GPU report compiles)."""
+    bh, bw = tile_size(height), tile_size(width)
+    planes = planes_per_program or min(channels, 4)
+    # 4 warps hold a 32x32 program's tiles in registers; a 64x64 one spills far less with 8 (the static sm_90 report)
+    return {"BH": bh, "BW": bw, "PLANES": planes, "num_warps": 4 if max(bh, bw) <= 32 else 8}
+
+
 def dct_filter_triton(
     a,
     *,
@@ -144,8 +153,8 @@ def dct_filter_triton(
     noise_mode = NOISE_NONE if beta is None else (NOISE_TENSOR if noise is not None else NOISE_SEEDS)
     m_h = dct_matrix(height, dtype=torch.float32, device=a.device)
     m_w = dct_matrix(width, dtype=torch.float32, device=a.device)
-    planes = planes_per_program or min(channels, 4)
-    bh, bw = tile_size(height), tile_size(width)
+    config = launch_config(channels, height, width, planes_per_program)
+    planes = config["PLANES"]
     alpha, beta, seeds = (per_sample(x) for x in (alpha, beta, seeds))
     grid = (batch, triton.cdiv(channels, planes))
     given = absent_as(out)
@@ -157,7 +166,6 @@ def dct_filter_triton(
             *a.stride(), *strides_or_zeros(a2, 4), *strides_or_zeros(c, 4), *strides_or_zeros(noise, 4), *out.stride(),
             *strides_or_zeros(rows, 3), *strides_or_zeros(cols, 3), *strides_or_zeros(table, 3),
             FILTER=mode.value, HAS_A2=a2 is not None, HAS_C=c is not None, NOISE=noise_mode.value,
-            BH=bh, BW=bw, PLANES=planes, PRECISION="ieee",
-            num_warps=4 if max(bh, bw) <= 64 else 8,
+            PRECISION="ieee", **config,
         )  # fmt: skip
     return out

@@ -60,6 +60,14 @@ def _pixel_filter_kernel(
     tl.store(out_ptr + b * s_ob + plane * s_oc + hh * s_oh + ww * s_ow, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
+def launch_config(height: int, width: int, rows_per_program: int | None = None) -> dict:
+    """The compile-time shape of a launch: a block of BH rows × BW columns (BW the row padded to a power of two,
+    at least 4 for the noise quads; about 4096 elements per program) and the warps per program."""
+    block_w = max(4, triton.next_power_of_2(width))
+    block_h = rows_per_program or max(1, min(triton.next_power_of_2(height), 4096 // block_w))
+    return {"BH": block_h, "BW": block_w, "num_warps": 4}
+
+
 def pixel_filter_triton(
     a, *, table, a2=None, alpha=None, c=None, beta=None, noise=None, seeds=None, stream=0, rows_per_program=None
 ):
@@ -70,10 +78,9 @@ def pixel_filter_triton(
         return out
     table = table.to(torch.float32).expand(batch, height, width)  # a [B, 1, 1] table broadcasts by stride 0
     noise_mode = NOISE_NONE if beta is None else (NOISE_TENSOR if noise is not None else NOISE_SEEDS)
-    block_w = max(4, triton.next_power_of_2(width))
-    block_h = rows_per_program or max(1, min(triton.next_power_of_2(height), 4096 // block_w))
+    config = launch_config(height, width, rows_per_program)
     alpha, beta, seeds = (per_sample(x) for x in (alpha, beta, seeds))
-    grid = (batch * channels, triton.cdiv(height, block_h))
+    grid = (batch * channels, triton.cdiv(height, config["BH"]))
     given = absent_as(out)
     with launch_device(a):
         _pixel_filter_kernel[grid](
@@ -81,6 +88,6 @@ def pixel_filter_triton(
             stream_word(stream), channels, height, width,
             *a.stride(), *strides_or_zeros(a2, 4), *strides_or_zeros(c, 4), *strides_or_zeros(noise, 4),
             *out.stride(), *table.stride(),
-            HAS_A2=a2 is not None, HAS_C=c is not None, NOISE=noise_mode.value, BH=block_h, BW=block_w,
+            HAS_A2=a2 is not None, HAS_C=c is not None, NOISE=noise_mode.value, **config,
         )  # fmt: skip
     return out
