@@ -128,7 +128,7 @@ def dct_flops(bh: int, bw: int, planes: int, form: str) -> int:
     DCT) dense products per plane, and for SEPARABLE1 the building of A and B once per program."""
     pair = 2 * (bh * bh * bw + bh * bw * bw)
     if form == "SEPARABLE1":
-        return planes * pair + 2 * (bh**3 + bw**3) * 2
+        return planes * pair + 2 * (bh**3 + bw**3)
     return planes * 2 * pair
 
 
@@ -251,7 +251,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
              "smem KiB | blocks/SM | occupancy (limit) | programs/SM at batch | FLOP/B | estimate µs (bound) | flag |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
-        lines.append(f"| {r['kernel']} | {'×'.join(map(str, r['shape']))} | {r['form']} | {r['use']} | {r['storage']} "
+        lines.append(f"| {r['kernel']} | {'×'.join(map(str, r['shape']))} | {r['form']} | "
+                     f"{r['use']}, noise {r['noise']} | {r['storage']} "
                      f"| {r['tile'][0]}×{r['tile'][1]} × {r['planes_per_program']} | {r['warps_per_block']} | "
                      f"{r['registers']} | {r['spill_stores']}/{r['spill_loads']} | {r['stack']} | "
                      f"{r['shared'] / 1024:.1f} | {r['blocks_per_sm']} | {r['occupancy']:.0%} ({r['limited_by']}) | "
@@ -272,7 +273,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="record folder (report.md, report.json)")
     parser.add_argument("--no-cuda", action="store_true", help="skip the csrc/ compile")
+    parser.add_argument("--markdown-only", action="store_true", help="rewrite report.md from OUT/report.json")
     args = parser.parse_args(argv)
+    if args.markdown_only:
+        record = json.loads((args.out / "report.json").read_text())
+        (args.out / "report.md").write_text(markdown(record["rows"], record["meta"]))
+        return 0
     os.environ.pop("TRITON_INTERPRET", None)  # compile for the GPU, not the interpreter
     import torch
     import triton
