@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = {"softdiff": ROOT / "python" / "softdiff", "softdiff_kernels": ROOT / "softdiff_kernels"}
+PACKAGES = {"softdiff": ROOT / "python" / "softdiff", "softdiff_kernels": ROOT / "python" / "softdiff_kernels"}
 ENTRY_ONLY = {"softdiff.sample", "softdiff_kernels.__main__"}  # run with python -m, never imported
 
 
