@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from ..compute import DEVICE_HELP, THREADS_HELP
 from ..denoiser import PRECONDITIONINGS
 from ..losses import LOSSES, WEIGHTINGS
 from ..networks import NETWORK_SIZES
@@ -106,7 +107,8 @@ class TrainConfig:
                          open_high=True)  # fmt: skip
     seed: int = setting(0, "seed of every random choice of the run", low=0)
     # where and how fast it computes (the weights stay float32 under --amp, so a run may switch)
-    device: str | None = setting(None, "cpu, cuda, cuda:1 ... (default: cuda if present)", resumable=True)
+    device: str | None = setting(None, DEVICE_HELP, resumable=True)
+    threads: int | None = setting(None, THREADS_HELP, low=1, resumable=True)
     amp: str = setting("off", "mixed precision of the network alone (preconditioning, corruption, loss stay "
                        "float32); auto: bf16 on a GPU that supports it or a CPU with AMX, else off",
                        choices=AMP_MODES, resumable=True)  # fmt: skip

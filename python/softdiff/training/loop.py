@@ -32,6 +32,7 @@ import torch.distributed as dist
 
 from .._checks import trusted_values
 from ..checkpoints import list_checkpoints, load_latest, remove_partial_writes, save_checkpoint
+from ..compute import resolve_device, use_threads
 from ..conditioning import drop_labels
 from ..data import DataError, to_model_range
 from ..data.cache import load_data_cached
@@ -72,14 +73,14 @@ class Distributed:
 
 
 def setup_distributed(config: TrainConfig) -> tuple[Distributed, torch.device]:
-    if config.device and config.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"softdiff.train: --device {config.device}, but PyTorch sees no CUDA GPU here")
+    """This process's rank and device: one process on ``--device`` (checked against the devices that exist), or
+    under torchrun one rank per process, on GPU ``LOCAL_RANK`` when ``--device`` is a CUDA one."""
+    chosen = resolve_device(config.device, "softdiff.train")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
-        device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        return Distributed(), device
+        return Distributed(), chosen
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = (config.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+    use_cuda = chosen.type == "cuda"
     device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
     if use_cuda:
         torch.cuda.set_device(device)
@@ -146,6 +147,7 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
     ``step``, the ``start_step`` it resumed from, the last step's ``loss``, the ``seconds`` it took, whether this
     process is the main rank, and the last ``grid`` and ``checkpoint`` written (None when the run was already at
     its steps or this is not the main rank)."""
+    threads = use_threads(config.threads, "softdiff.train")
     ddp, device = setup_distributed(config)
     torch.manual_seed(config.seed)
     try:  # uint8 [N, C, H, W], decoded once into softdiff's cache and read from there by other ranks and resumes
@@ -217,9 +219,11 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
         remove_partial_writes(out / "checkpoints")
         precision = str(network_dtype or torch.float32).removeprefix("torch.")
         conditioning = f", conditional on {label_classes} classes" if label_classes else ""
+        cpu_threads = f"{threads} CPU thread{'s' * (threads != 1)}"
         print(f"softdiff.train: preset {preset}, {len(images)} images {tuple(images.shape[1:])}, net {config.net} "
-              f"({count_parameters(net) / 1e6:.2f}M parameters, {precision}{conditioning}), device {device}, "
-              f"{ddp.world} rank(s), steps {start_step}->{config.steps}, out {out}", flush=True)  # fmt: skip
+              f"({count_parameters(net) / 1e6:.2f}M parameters, {precision}{conditioning}), device {device} "
+              f"({cpu_threads}), {ddp.world} rank(s), steps {start_step}->{config.steps}, out {out}",
+              flush=True)  # fmt: skip
         for note in notes:
             print(f"softdiff.train: {note}", flush=True)
 
