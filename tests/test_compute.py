@@ -3,8 +3,10 @@ devices that are; --threads sets torch's CPU threads and the training start line
 
 import re
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from softdiff.cli import train as train_command
 from softdiff.compute import available_devices, resolve_device, use_threads
@@ -39,17 +41,33 @@ def test_threads_are_set_and_checked():
         torch.set_num_threads(before)
 
 
-def test_training_states_its_threads_and_refuses_unknown_devices(tmp_path, capsys):
+def test_training_states_its_threads_its_data_fitting_and_refuses_unknown_devices(tmp_path, capsys):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((20, 30, 3), 60 * i, dtype=np.uint8)).save(folder / f"{i}.png")
     before = torch.get_num_threads()
     try:
-        config, preset, _ = train_command.parse_args(["--preset", "smoke", "--steps", "1", "--threads", "1"])
+        argv = ["--preset", "smoke", "--steps", "1", "--threads", "1", "--data", f"folder:{folder}"]
+        config, preset, _ = train_command.parse_args(argv)
         train_loop.train(config, tmp_path / "run", preset=preset)
-        assert "device cpu (1 CPU thread), 1 rank(s)" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "device cpu (1 CPU thread), 1 rank(s)" in out
+        assert (f"softdiff.train: data folder:{folder}: images centre-cropped to a square and resized to 16x16 "
+                "(sizes read: 30x20 (4))") in out  # fmt: skip
     finally:
         torch.set_num_threads(before)
     config, preset, _ = train_command.parse_args(["--preset", "smoke", "--device", "tpu"])
-    with pytest.raises(SystemExit, match="softdiff.train: --device 'tpu' is not a device torch knows; devices here"):
+    with pytest.raises(SystemExit, match=r"softdiff\.train: --device 'tpu' is not a device torch knows; devices here"):
         train_loop.train(config, tmp_path / "tpu", preset=preset)
     assert not (tmp_path / "tpu").exists()
     with pytest.raises(SystemExit, match="--threads must be >= 1; got 0"):
         train_command.parse_args(["--preset", "smoke", "--threads", "0"])
+
+
+def test_the_demo_takes_threads(tmp_path):
+    from softdiff.cli import demo
+
+    with pytest.raises(SystemExit, match=r"softdiff\.demo: --threads must be >= 1; got 0"):
+        demo.main(["--threads", "0", "--out", str(tmp_path / "demo")])
+    assert not (tmp_path / "demo").exists()

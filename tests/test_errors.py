@@ -40,6 +40,7 @@ CASES = {
     "apply t batch": (lambda: PROC.apply(X, torch.ones(3) * 0.5), ValueError, r"t must have shape \[2\]"),
     "corrupt x0 rank": (lambda: PROC.corrupt(X[0], T), ValueError, "x0 must be a 4-D tensor"),
     "corrupt x0 NaN": (lambda: PROC.corrupt(NAN_X, T), ValueError, "x0 contains NaN"),
+    "corrupt x0 pixels": (lambda: PROC.corrupt(X * 0 + 255, T), ValueError, r"x0 holds values in \[255, 255\]: clean"),
     "corrupt t range": (lambda: PROC.corrupt(X, torch.tensor([-0.1, 0.5])), ValueError, r"t must lie in \[0, 1\]"),
     "corrupt t NaN": (lambda: PROC.corrupt(X, torch.tensor([float("nan"), 0.5])), ValueError, "t contains NaN"),
     "corrupt t int": (lambda: PROC.corrupt(X, torch.tensor([0, 1])), TypeError, "t must be a floating tensor"),
@@ -59,6 +60,11 @@ CASES = {
     # loss and denoiser
     "loss x0 rank": (lambda: sd.soft_score_matching_loss(DENOISER, X[0], PROC), ValueError, "x0 must be a 4-D"),
     "loss x0 NaN": (lambda: sd.soft_score_matching_loss(DENOISER, NAN_X, PROC), ValueError, "x0 contains NaN"),
+    "loss x0 pixels": (
+        lambda: sd.soft_score_matching_loss(DENOISER, (X + 1) * 127.5, PROC),
+        ValueError,
+        r"x0 holds values in \[.*\]: clean images are taken in \[-1, 1\] \(uint8 pixels: softdiff.data.to_model_range",
+    ),
     "loss weighting": (
         lambda: sd.soft_score_matching_loss(DENOISER, X, PROC, weighting="snr"),
         ValueError,

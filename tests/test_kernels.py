@@ -574,6 +574,14 @@ def test_report_command_prints_the_dispatch_report(monkeypatch):
             ok, why = can_run(name, torch.device(device))
             assert f"  {device:>4} {name:>6}: {'yes' if ok else 'no '}  {why}" in lines
     assert "   cpu  torch: yes  PyTorch reference" in lines and "   cpu uses: torch" in lines
+    # --help describes the report instead of printing it; an unknown option is refused
+    help_text = subprocess.run([sys.executable, "-m", "softdiff_kernels", "--help"], capture_output=True, text=True,
+                               timeout=120, env=env)  # fmt: skip
+    assert help_text.returncode == 0 and "usage: python -m softdiff_kernels" in help_text.stdout
+    assert "SOFTDIFF_BACKEND" in help_text.stdout and "uses:" not in help_text.stdout
+    wrong = subprocess.run([sys.executable, "-m", "softdiff_kernels", "--fast"], capture_output=True, text=True,
+                           timeout=120, env=env)  # fmt: skip
+    assert wrong.returncode == 2 and "unrecognized arguments: --fast" in wrong.stderr
 
 
 @pytest.mark.parametrize("op", ["dct", "pixel"])

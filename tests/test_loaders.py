@@ -130,6 +130,35 @@ def test_image_folder(tmp_path):
         load_images(f"folder:{tmp_path / 'empty'}")
 
 
+def test_what_was_done_to_fit_the_side_is_said(tmp_path):
+    """Folders of other sizes are cropped and resized, digits padded, arrays resized: ImageData.fitting says which
+    (the training start line prints it); nothing is said when the images were read as they are."""
+    rng = np.random.default_rng(5)
+    for name, (height, width) in {"a.png": (20, 30), "b.png": (20, 30), "c.png": (16, 16)}.items():
+        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(tmp_path / name)
+    fitted = load_data(f"folder:{tmp_path}", size=16)
+    assert fitted.fitting == ("images centre-cropped to a square and resized to 16x16 (sizes read: 30x20 (2), "
+                              "16x16 (1))")  # fmt: skip
+    (tmp_path / "a.png").unlink(), (tmp_path / "b.png").unlink()
+    assert load_data(f"folder:{tmp_path}", size=16).fitting == "" == load_data(f"folder:{tmp_path}").fitting
+    assert load_data("mnist", size=32).fitting == "28x28 digits zero-padded to 32x32"
+    assert load_data("mnist", size=16).fitting == "28x28 digits resized (bicubic, antialiased) to 16x16"
+    assert load_data("mnist").fitting == "" == load_data("shapes:4", size=16).fitting
+    np.save(tmp_path / "x.npy", rng.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8))
+    assert load_data(f"npy:{tmp_path / 'x.npy'}", size=4).fitting == "resized from 8x8 to 4x4 (bicubic, antialiased)"
+    assert load_data(f"npy:{tmp_path / 'x.npy'}", size=8).fitting == ""
+
+
+def test_a_plain_path_as_data_spec_suggests_the_spec(tmp_path):
+    """``--data /path/to/folder`` (no kind) names the spec the user meant."""
+    with pytest.raises(DataError, match=f"unknown data spec .*; for a folder of images: folder:{tmp_path}$"):
+        load_images(str(tmp_path))
+    with pytest.raises(DataError, match=r"; for an array file: npz:/data/x\.npz$"):
+        load_images("/data/x.npz")
+    with pytest.raises(DataError, match=r"unknown data spec 'imagenet': expected shapes.*npy:PATH$"):
+        load_images("imagenet")
+
+
 def test_labels_of_cifar10_and_of_class_subfolders(tmp_path):
     write_cifar_folder(tmp_path / "cifar")
     cifar = load_data(f"cifar10:{tmp_path / 'cifar'}")
@@ -208,6 +237,7 @@ def test_decoded_data_sets_are_cached_until_the_files_change(tmp_path, monkeypat
     first = cache.load_data_cached(f"folder:{folder}", size=8, wait=lambda: waits.append(1)).images
     again = cache.load_data_cached(f"folder:{folder}", size=8).images
     assert torch.equal(first, again) and len(decoded) == 1 and waits == [1]
+    assert cache.load_data_cached(f"folder:{folder}", size=8).fitting.startswith("images centre-cropped")  # kept
     assert torch.equal(first, load_images(f"folder:{folder}", size=8))
     (written,) = (tmp_path / "cache" / "data").glob("images-8-*.npz")
     Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(folder / "3.png")  # the data changed

@@ -427,3 +427,15 @@ def test_cli_writes_schedule_and_plot(tmp_path, capsys):
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match="--device cuda, but PyTorch sees no CUDA GPU"):
             schedule_cli.main([*argv, "--device", "cuda"])
+    with pytest.raises(SystemExit, match="--device 'tpu' is not a device torch knows; devices here: cpu"):
+        schedule_cli.main([*argv, "--device", "tpu"])
+    with pytest.raises(SystemExit, match="--size must be >= 4 pixels; got 0"):  # not silently the data set's side
+        schedule_cli.main([*argv[:2], "--size", "0", *argv[4:]])
+    with pytest.raises(SystemExit, match="--threads must be >= 1; got 0"):
+        schedule_cli.main([*argv, "--threads", "0"])
+    before = torch.get_num_threads()
+    try:
+        assert schedule_cli.main([*argv, "--threads", "1"]) == 0
+        assert "device cpu (1 CPU thread)" in capsys.readouterr().out
+    finally:
+        torch.set_num_threads(before)

@@ -21,6 +21,10 @@ import torch
 from softdiff_kernels import compute_dtype
 
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+# Clean images are taken in the model range [-1, 1] (DESIGN §1). |x0| beyond this bound is refused: pixels in
+# [0, 255] (the common mistake) exceed it at once, while images in [-1, 1] after resizing or augmentation, and test
+# data drawn from N(0, 1), never come near it.
+MODEL_RANGE_LIMIT = 8.0
 MAX_SEED = 2**63 - 1
 
 
@@ -64,6 +68,10 @@ class ValueChecks:
 
     def finite(self, name: str, x: torch.Tensor) -> None:
         self.add(lambda: torch.isfinite(x), lambda: check_finite(name, x))
+
+    def model_range(self, name: str, x: torch.Tensor) -> None:
+        """Clean images ``x``: no value beyond ±MODEL_RANGE_LIMIT (after :meth:`finite`, whose error comes first)."""
+        self.add(lambda: x.abs() <= MODEL_RANGE_LIMIT, lambda: check_model_range(name, x))
 
     def times(self, name: str, t: torch.Tensor) -> None:
         """t from :func:`as_times` (checked for shape): finite and in [0, 1]."""
@@ -131,6 +139,14 @@ def check_images(name: str, x: object, *, like: torch.Tensor | None = None, like
 def check_finite(name: str, x: torch.Tensor) -> None:
     if check_values_enabled() and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or Inf")
+
+
+def check_model_range(name: str, x: torch.Tensor) -> None:
+    """Clean images must lie in the model range [-1, 1]; refused beyond ±MODEL_RANGE_LIMIT, naming the range found."""
+    if check_values_enabled() and not bool((x.abs() <= MODEL_RANGE_LIMIT).all()):
+        low, high = float(x.min()), float(x.max())
+        raise ValueError(f"{name} holds values in [{low:g}, {high:g}]: clean images are taken in [-1, 1] (uint8 "
+                         "pixels: softdiff.data.to_model_range(x), i.e. x / 127.5 - 1)")  # fmt: skip
 
 
 def as_times(

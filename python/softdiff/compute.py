@@ -54,3 +54,8 @@ def use_threads(count: int | None, command: str) -> int:
             raise SystemExit(f"{command}: --threads must be >= 1; got {count}")
         torch.set_num_threads(count)
     return torch.get_num_threads()
+
+
+def describe_compute(device: torch.device, threads: int) -> str:
+    """``device cpu (2 CPU threads)``: what a command's first line says of where it computes."""
+    return f"device {device} ({threads} CPU thread{'s' * (threads != 1)})"

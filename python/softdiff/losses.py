@@ -86,7 +86,8 @@ def soft_score_matching_loss(
     reduction: str = "mean",
     labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Soft Score Matching loss of ``denoiser`` on clean images ``x0`` ``[B, C, H, W]``.
+    """Soft Score Matching loss of ``denoiser`` on clean images ``x0`` ``[B, C, H, W]`` in [-1, 1] (values beyond
+    ±8, e.g. pixels in [0, 255], raise ValueError).
 
     Args:
         denoiser: D(x_t ``[B, C, H, W]``, t ``[B]``[, labels ``[B]``]) -> x̂_0 ``[B, C, H, W]``.
@@ -111,6 +112,7 @@ def soft_score_matching_loss(
     # loss covers them); shapes, dtypes and devices are checked up front.
     checks = ValueChecks()
     checks.images("x0", x0)
+    checks.model_range("x0", x0)
     batch = x0.shape[0]
     if t is None:
         t = stratified_times(batch, eps=eps, device=x0.device)

@@ -67,7 +67,8 @@ class SoftDiffusionProcess:
         """x_t = C_t x_0 + σ_t η in one fused op.
 
         Args:
-            x0: clean images ``[B, C, H, W]``.
+            x0: clean images ``[B, C, H, W]`` in [-1, 1] (values beyond ±8, e.g. pixels in [0, 255], raise
+                ValueError).
             t: ``[B]`` (or a float) in [0, 1].
             noise: explicit η ``[B, C, H, W]`` (exact tests).
             seed: instead of ``noise``: an int s (sample b uses seed s + b) or one seed per sample; η is then
@@ -79,6 +80,7 @@ class SoftDiffusionProcess:
         """
         checks = ValueChecks()  # the inputs' values, read back together before the op: one host sync
         checks.images("x0", x0)
+        checks.model_range("x0", x0)
         batch = x0.shape[0]
         t = checks.as_times("t", t, batch, device=x0.device, images_dtype=x0.dtype)
         if noise is not None and seed is not None:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from ..compute import THREADS_HELP, describe_compute, use_threads
 from ..data import make_shapes
 from ..images import save_image_grid
 from ..operators import DCTBlur
@@ -51,6 +52,7 @@ def _parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--sigma-max", type=float, default=100.0, help="σ(1) in [-1, 1] units (default 100)")
     parser.add_argument("--blur-max", type=float, default=None, help="blur σ_B(1) in pixels (default 0.36 · size)")
     parser.add_argument("--seed", type=int, default=0, help="first sample seed (default 0)")
+    parser.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     args = parser.parse_args(argv)
     for name, value, low in (("--references", args.references, 3), ("--size", args.size, 4), ("--n", args.n, 1),
                              ("--steps", args.steps, 1), ("--gaussian-n", args.gaussian_n, 2),
@@ -62,6 +64,8 @@ def _parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = _parse_args(argv)
+    threads = use_threads(args.threads, "softdiff.demo")
+    print(f"softdiff.demo: {describe_compute(torch.device('cpu'), threads)}")
     out = Path(args.out)
     blur_max = default_blur_max(args.size, args.size) if args.blur_max is None else args.blur_max
     process = SoftDiffusionProcess(

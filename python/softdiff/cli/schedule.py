@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ..compute import DEVICE_HELP, THREADS_HELP, describe_compute, resolve_device, use_threads
 from ..data import DataError, load_images
 from ..operators import DCTBlur, Masking
 from ..schedule_design import ESTIMATORS, METHODS, DesignedSchedule, design_schedule
@@ -27,7 +28,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m softdiff.schedule", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", required=True, help="data spec: shapes[:N], cifar10:PATH, celeba:PATH, folder:PATH")
+    parser.add_argument("--data", required=True, help="data spec: mnist, shapes[:N], cifar10:PATH, celeba:PATH, "
+                        "folder:PATH (centre-cropped and resized to --size), npz:PATH, npy:PATH")  # fmt: skip
     parser.add_argument("--size", type=int, default=None, help="image side in pixels (default: the data set's)")
     parser.add_argument("--out", required=True, help="schedule JSON to write")
     parser.add_argument("--plot", default=None, help="also write a PNG of the schedule (needs matplotlib)")
@@ -40,7 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="largest level (default 0.36 x side pixels of blur; 1 for masking)")  # fmt: skip
     parser.add_argument("--max-dimension", type=int, default=1024,
                         help="largest C·H·W for --estimator frechet (cost: D³ per pair of levels)")  # fmt: skip
-    parser.add_argument("--device", default="cpu", help="where the statistics are computed (cpu, cuda)")
+    parser.add_argument("--device", default="cpu", help=f"where the statistics are computed: {DEVICE_HELP}")
+    parser.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     return parser.parse_args(argv)
 
 
@@ -51,7 +54,6 @@ def plot_schedule(schedule: DesignedSchedule, path: str | Path) -> Path:
         from matplotlib.figure import Figure
     except ImportError as error:
         raise SystemExit("softdiff.schedule: --plot needs matplotlib: pip install 'softdiff[plot]'") from error
-    import torch
 
     from ..schedules import LevelSchedule
 
@@ -79,17 +81,19 @@ def plot_schedule(schedule: DesignedSchedule, path: str | Path) -> Path:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    threads = use_threads(args.threads, "softdiff.schedule")
+    device = resolve_device(args.device, "softdiff.schedule")
+    if args.size is not None and args.size < 4:
+        raise SystemExit(f"softdiff.schedule: --size must be >= 4 pixels; got {args.size}")
     command = "python -m softdiff.schedule " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:
         images = load_images(args.data, size=args.size)
     except (DataError, OSError, ValueError) as error:
         raise SystemExit(f"softdiff.schedule: cannot load --data {args.data!r}: {error}") from error
     operator = DCTBlur() if args.operator == "dct_blur" else Masking()
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"softdiff.schedule: --device {args.device}, but PyTorch sees no CUDA GPU here")
     try:
         schedule = design_schedule(
-            images.to(args.device),
+            images.to(device),
             operator,
             candidates=args.candidates,
             keep=args.keep,
@@ -103,7 +107,8 @@ def main(argv=None) -> int:
     except (ValueError, TypeError) as error:
         raise SystemExit(f"softdiff.schedule: {error}") from error
     out = schedule.save(args.out, command=command)
-    print(f"softdiff.schedule: {len(images)} images {tuple(images.shape[1:])}, {args.candidates} candidates")
+    print(f"softdiff.schedule: {len(images)} images {tuple(images.shape[1:])}, {args.candidates} candidates, "
+          f"{describe_compute(device, threads)}")  # fmt: skip
     print("levels: " + " ".join(f"{level:.3f}" for level in schedule.levels))
     print(
         f"W2 between neighbours ({schedule.estimator}): max {schedule.epsilon:.4g} designed ({schedule.method}), "

@@ -1,9 +1,10 @@
 """A decoded data set kept on disk, so that a resumed run and the other ranks of a torchrun job read one uint8
 array instead of decoding every image again (CelebA: 202 599 JPEGs, minutes per process).
 
-The cache lives in ``$SOFTDIFF_CACHE/data`` (default ``~/.cache/softdiff/data``), one ``.npz`` (images, and labels
-where the data has them) per (data spec, image side, fingerprint of the files: their count, total size and newest
-modification time), so editing the data makes a new entry rather than reading a stale one. The built-in ``shapes``
+The cache lives in ``$SOFTDIFF_CACHE/data`` (default ``~/.cache/softdiff/data``), one ``.npz`` (images, labels
+where the data has them, and how the images were fitted to the side) per (data spec, image side, fingerprint of
+the files: their count, total size and newest modification time), so editing the data makes a new entry rather
+than reading a stale one. An entry written before the fitting note existed is decoded again. The built-in ``shapes``
 set is generated, never cached.
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .loaders import ImageData, load_data
+from .loaders import DATA_KINDS, ImageData, load_data
 from .mnist import mnist_5k_path
 
 
@@ -28,9 +29,9 @@ def cache_folder() -> Path:
 
 
 def data_path(spec: str) -> Path | None:
-    """The file or folder a spec reads (None for ``shapes``)."""
+    """The file or folder a spec reads (None for ``shapes`` and for specs of no known kind)."""
     kind, _, rest = spec.partition(":")
-    if kind == "shapes":
+    if kind == "shapes" or kind not in DATA_KINDS or (kind != "mnist" and not rest):
         return None
     if kind == "mnist":
         return mnist_5k_path() if rest in ("", "5k") else Path(rest.partition(":split=")[0])
@@ -58,14 +59,15 @@ def _read(path: Path) -> ImageData | None:
         with np.load(path, allow_pickle=False) as stored:
             labels = torch.from_numpy(stored["labels"]) if "labels" in stored.files else None
             classes = int(stored["classes"]) if "classes" in stored.files else None
-            return ImageData(torch.from_numpy(stored["images"]), labels, classes, bool(stored["flips"]))
+            fitting = str(stored["fitting"])
+            return ImageData(torch.from_numpy(stored["images"]), labels, classes, bool(stored["flips"]), fitting)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None  # absent, or torn by a kill while written: decode again
 
 
 def _write(path: Path, data: ImageData) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {"images": data.images.numpy(), "flips": np.array(data.flips)}
+    arrays = {"images": data.images.numpy(), "flips": np.array(data.flips), "fitting": np.array(data.fitting)}
     if data.labels is not None:
         arrays |= {"labels": data.labels.numpy(), "classes": np.array(data.classes)}
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")

@@ -32,7 +32,7 @@ import torch
 
 from ..images import from_model_range
 from .errors import DataError
-from .mnist import fit_side, load_mnist
+from .mnist import fit_side, fit_side_note, load_mnist
 from .pictures import IMAGE_SUFFIXES, decode_image, images_to_tensor, list_images, resize_batch, square_resize
 from .shapes import make_shapes
 
@@ -41,18 +41,21 @@ CELEBA_CROP_RECIPES = {  # what each crop of the aligned 178x218 faces takes (re
     128: "128x128 box centred at row 121, column 89 (DDIM; rows 57-185, columns 25-153)",
 }
 CELEBA_CROPS = tuple(CELEBA_CROP_RECIPES)
+DATA_KINDS = ("shapes", "mnist", "cifar10", "celeba", "folder", "npz", "npy")  # the part of a spec before ":"
 
 
 @dataclass(frozen=True)
 class ImageData:
     """A data set in memory: uint8 ``images`` ``[N, C, H, W]``, int64 class ``labels`` ``[N]`` where the data has
     them (else None) with ``classes`` their count, and whether horizontal flips keep it a sample of the same law
-    (``flips``: not for digits)."""
+    (``flips``: not for digits). ``fitting`` says how the images were brought to the requested side (cropped,
+    padded, resized; "" when they were read as they are), for the training run's start line."""
 
     images: torch.Tensor
     labels: torch.Tensor | None = None
     classes: int | None = None
     flips: bool = True
+    fitting: str = ""
 
 
 def load_images(spec: str, *, size: int | None = None, split: str = "train") -> torch.Tensor:
@@ -63,6 +66,9 @@ def load_images(spec: str, *, size: int | None = None, split: str = "train") -> 
 def load_data(spec: str, *, size: int | None = None, split: str = "train") -> ImageData:
     """The data set ``spec`` (see the module docstring): images, and labels where it has them."""
     kind, _, rest = spec.partition(":")
+    if kind not in DATA_KINDS:
+        raise DataError(f"unknown data spec {spec!r}: expected shapes, mnist, cifar10:PATH, celeba:PATH, folder:PATH, "
+                        f"npz:PATH or npy:PATH{_spec_suggestion(spec)}")  # fmt: skip
     if kind == "shapes":
         count = _spec_integer(spec, rest) if rest else 10_000
         if count < 1:
@@ -70,7 +76,8 @@ def load_data(spec: str, *, size: int | None = None, split: str = "train") -> Im
         return ImageData(from_model_range(make_shapes(count, size=size or 32)))
     if kind == "mnist":
         images, labels = load_mnist(rest, split=split)
-        return ImageData(fit_side(images, size), labels, classes=10, flips=False)
+        fitting = fit_side_note(images.shape[-1], size)
+        return ImageData(fit_side(images, size), labels, classes=10, flips=False, fitting=fitting)
     if not rest:
         raise DataError(f"data spec {spec!r} needs a path: {kind}:PATH")
     labels, classes = None, None
@@ -79,21 +86,31 @@ def load_data(spec: str, *, size: int | None = None, split: str = "train") -> Im
         classes = 10
     elif kind == "celeba":
         path, _, option = rest.partition(":crop=")
-        images = load_celeba(Path(path), crop=_spec_integer(spec, option) if option else 140, size=size or 64)
-        size = None
+        crop = _spec_integer(spec, option) if option else 140
+        images = load_celeba(Path(path), crop=crop, size=size or 64)
+        recipe = CELEBA_CROP_RECIPES.get(crop, f"centre crop {crop}x{crop}")
+        return ImageData(images, fitting=f"{recipe} of the aligned faces, resized to {size or 64}x{size or 64}")
     elif kind == "folder":
-        images = load_folder(Path(rest), size=size)
+        images, fitting = load_folder(Path(rest), size=size)
         labels, names = folder_labels(Path(rest))
-        classes = len(names) if names else None
-        size = None
-    elif kind in ("npz", "npy"):
-        images = load_array(Path(rest))
+        return ImageData(images, labels, len(names) if names else None, fitting=fitting)
     else:
-        raise DataError(f"unknown data spec {spec!r}: expected shapes, mnist, cifar10:PATH, celeba:PATH, folder:PATH, "
-                        "npz:PATH or npy:PATH")  # fmt: skip
-    if size is not None and images.shape[-1] != size:
+        images = load_array(Path(rest))
+    fitting = ""
+    if size is not None and images.shape[-2:] != (size, size):
+        fitting = f"resized from {images.shape[-2]}x{images.shape[-1]} to {size}x{size} (bicubic, antialiased)"
         images = resize_batch(images, size)
-    return ImageData(images, labels, classes)
+    return ImageData(images, labels, classes, fitting=fitting)
+
+
+def _spec_suggestion(spec: str) -> str:
+    """The spec the user probably meant when ``spec`` is a plain path ("; for a folder of images: folder:PATH")."""
+    path = Path(spec)
+    if path.suffix.lower() in (".npz", ".npy"):
+        return f"; for an array file: {path.suffix.lower()[1:]}:{spec}"
+    if path.is_dir() or "/" in spec or "\\" in spec:
+        return f"; for a folder of images: folder:{spec}"
+    return ""
 
 
 def _spec_integer(spec: str, text: str) -> int:
@@ -192,22 +209,29 @@ def load_celeba(path: Path, *, crop: int = 140, size: int = 64) -> torch.Tensor:
     return images_to_tensor(images)
 
 
-def load_folder(path: Path, *, size: int | None = None) -> torch.Tensor:
+def load_folder(path: Path, *, size: int | None = None) -> tuple[torch.Tensor, str]:
     """Every image below ``path`` (recursive, sorted): uint8 ``[N, 3, S, S]``; all must share one size unless
-    ``size`` is given (then each is centre-cropped to a square and resized)."""
+    ``size`` is given (then each is centre-cropped to a square and resized). Also returns what was done to fit
+    them ("" when every image already had the side ``size``)."""
     _require(path)
     files = list_images(path)
     if not files:
         raise DataError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)})")
-    images = []
+    images, sizes = [], {}
     for file in files:
         image = decode_image(file.read_bytes(), str(file))
+        sizes[image.size] = sizes.get(image.size, 0) + 1
         if size is not None:
             image = square_resize(image, size)
         elif images and image.size != images[0].size:
             raise DataError(f"{file}: size {image.size} differs from {files[0]} {images[0].size}; pass a size")
         images.append(image)
-    return images_to_tensor(images)
+    fitting = ""
+    if size is not None and set(sizes) != {(size, size)}:
+        seen = ", ".join(f"{w}x{h} ({count})" for (w, h), count in sorted(sizes.items(), key=lambda i: -i[1])[:3])
+        more = f" and {len(sizes) - 3} other sizes" if len(sizes) > 3 else ""
+        fitting = f"images centre-cropped to a square and resized to {size}x{size} (sizes read: {seen}{more})"
+    return images_to_tensor(images), fitting
 
 
 def folder_labels(path: Path) -> tuple[torch.Tensor | None, list[str]]:

@@ -116,12 +116,25 @@ def load_mnist(rest: str, *, split: str = "train") -> tuple[torch.Tensor, torch.
     return load_mnist_idx(Path(path), split=option or split)
 
 
+def _pads(side: int, size: int) -> bool:
+    """Whether :func:`fit_side` pads ``side`` to ``size`` (a larger side with an even margin) rather than resizing."""
+    return size > side and (size - side) % 2 == 0
+
+
 def fit_side(images: torch.Tensor, size: int | None) -> torch.Tensor:
     """uint8 ``[N, C, 28, 28]`` at side ``size``: zero-padded around (a larger even margin), else resized."""
     side = images.shape[-1]
     if size is None or size == side:
         return images
-    if size > side and (size - side) % 2 == 0:
+    if _pads(side, size):
         margin = (size - side) // 2
         return torch.nn.functional.pad(images, (margin, margin, margin, margin))
     return resize_batch(images, size)
+
+
+def fit_side_note(side: int, size: int | None) -> str:
+    """What :func:`fit_side` does to images of side ``side`` ("" when nothing), for the run's start line."""
+    if size is None or size == side:
+        return ""
+    how = "zero-padded" if _pads(side, size) else "resized (bicubic, antialiased)"
+    return f"{side}x{side} digits {how} to {size}x{size}"

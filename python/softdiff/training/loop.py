@@ -32,7 +32,7 @@ import torch.distributed as dist
 
 from .._checks import trusted_values
 from ..checkpoints import list_checkpoints, load_latest, remove_partial_writes, save_checkpoint
-from ..compute import resolve_device, use_threads
+from ..compute import describe_compute, resolve_device, use_threads
 from ..conditioning import drop_labels
 from ..data import DataError, to_model_range
 from ..data.cache import load_data_cached
@@ -156,6 +156,8 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
     except (DataError, FileNotFoundError) as error:
         raise SystemExit(f"softdiff.train: --data {config.data}: {error}") from error
     images, notes = data.images, []
+    if data.fitting:
+        notes.append(f"data {config.data}: {data.fitting}")
     if config.flips and not data.flips:  # before the resume check: a resumed run resolves it the same way
         config = dataclasses.replace(config, flips=False)
         notes.append(f"no horizontal flips: they do not preserve {config.data.partition(':')[0]} (digits)")
@@ -219,11 +221,10 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
         remove_partial_writes(out / "checkpoints")
         precision = str(network_dtype or torch.float32).removeprefix("torch.")
         conditioning = f", conditional on {label_classes} classes" if label_classes else ""
-        cpu_threads = f"{threads} CPU thread{'s' * (threads != 1)}"
         print(f"softdiff.train: preset {preset}, {len(images)} images {tuple(images.shape[1:])}, net {config.net} "
-              f"({count_parameters(net) / 1e6:.2f}M parameters, {precision}{conditioning}), device {device} "
-              f"({cpu_threads}), {ddp.world} rank(s), steps {start_step}->{config.steps}, out {out}",
-              flush=True)  # fmt: skip
+              f"({count_parameters(net) / 1e6:.2f}M parameters, {precision}{conditioning}), "
+              f"{describe_compute(device, threads)}, {ddp.world} rank(s), steps {start_step}->{config.steps}, "
+              f"out {out}", flush=True)  # fmt: skip
         for note in notes:
             print(f"softdiff.train: {note}", flush=True)
 
