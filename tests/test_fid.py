@@ -397,31 +397,15 @@ def test_make_stats_round_trip_with_provenance(tmp_path, capsys):
     assert results["fresh"]["KID"]["reference_features"] == 40 and results["fresh"]["KID"]["subset_size"] == 40
 
 
-def tiny_checkpoint(path: Path) -> Path:
-    from dataclasses import asdict
-
-    from softdiff.training.build import build_network, build_process
-    from softdiff.training.config import PRESETS, TrainConfig
-
-    config = TrainConfig(**PRESETS["smoke"])
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        net = build_network(config, 3)
-    state = {"config": asdict(config), "process": build_process(config).to_dict(), "model": net.state_dict(),
-             "ema": net.state_dict(), "step": 0}  # fmt: skip
-    torch.save(state, path)
-    return path
-
-
 GENERATOR = ["--n", 8, "--steps", 1, "--batch", 3, "--ref", "shapes:40", "--metrics", "randfd", "--no-progress"]
 
 
-def test_generator_mode_scores_the_samples_sample_py_draws(tmp_path, capsys):
+def test_generator_mode_scores_the_samples_sample_py_draws(tmp_path, capsys, tiny_checkpoint):
     from softdiff.images import to_uint8
     from softdiff.loading import load_model
     from softdiff.samplers import sample
 
-    ckpt = tiny_checkpoint(tmp_path / "ckpt.pt")
+    ckpt = tiny_checkpoint
     code, out, _ = run_cli("--ckpt", ckpt, *GENERATOR, "--json", tmp_path / "gen.json", capsys=capsys)
     assert code == 0 and "RandFD-proxy (not FID)" in out and "(n=8 samples vs shapes:40, 40)" in out
     denoiser, process, _ = load_model(str(ckpt), weights="ema", device=torch.device("cpu"))
@@ -466,8 +450,8 @@ def run_two_ranks(args: list) -> list[int | None]:
     return [process.exitcode for process in ranks]
 
 
-def test_generator_mode_under_two_gloo_ranks_equals_one_process(tmp_path, capsys):
-    ckpt = tiny_checkpoint(tmp_path / "ckpt.pt")
+def test_generator_mode_under_two_gloo_ranks_equals_one_process(tmp_path, capsys, tiny_checkpoint):
+    ckpt = tiny_checkpoint
     # 21 seeds over 2 ranks (11 + 10) in batches of 4, the last ones short; SWD on the first 17 images (9 + 8).
     args = ["--ckpt", ckpt, "--n", 21, "--steps", 1, "--batch", 4, "--ref", "shapes:40", "--metrics",
             "randfd,swd", "--swd-images", 17, "--no-progress"]  # fmt: skip
@@ -542,8 +526,8 @@ def test_bad_inputs_name_the_file(tmp_path, capsys, monkeypatch):
     assert "--metrics" in error(samples, "--ref", "shapes:40", "--metrics", "fid,is")
 
 
-def test_a_bad_reference_stops_every_rank_before_sampling(tmp_path):
-    ckpt = tiny_checkpoint(tmp_path / "ckpt.pt")
+def test_a_bad_reference_stops_every_rank_before_sampling(tmp_path, tiny_checkpoint):
+    ckpt = tiny_checkpoint
     args = ["--ckpt", ckpt, "--n", 4, "--steps", 1, "--ref", f"cifar10:{tmp_path / 'nowhere'}", "--metrics", "randfd",
             "--no-progress"]  # fmt: skip
     assert run_two_ranks(args) == [2, 2]  # rank 1 hears of rank 0's error instead of waiting to gather
