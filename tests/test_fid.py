@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -531,3 +532,33 @@ def test_a_bad_reference_stops_every_rank_before_sampling(tmp_path, tiny_checkpo
     args = ["--ckpt", ckpt, "--n", 4, "--steps", 1, "--ref", f"cifar10:{tmp_path / 'nowhere'}", "--metrics", "randfd",
             "--no-progress"]  # fmt: skip
     assert run_two_ranks(args) == [2, 2]  # rank 1 hears of rank 0's error instead of waiting to gather
+
+
+def test_missing_samples_and_bad_checkpoints_are_named(tmp_path, capsys, tiny_checkpoint):
+    code, _, err = run_cli("--ref", tmp_path / "x.npz", capsys=capsys)
+    assert code == 2 and "softdiff.fid: error: no samples given: pass a folder, .npz/.npy" in err
+    assert "not both" not in err
+    code, _, err = run_cli(tmp_path / "s.npz", "--ckpt", tiny_checkpoint, "--ref", "shapes:40", capsys=capsys)
+    assert code == 2 and "or --ckpt, not both" in err
+    torch.save({"weight": torch.zeros(2)}, tmp_path / "other.pt")
+    (tmp_path / "notes.txt").write_text("hello\n")
+    for name, what in (("other.pt", "it holds a dict of 1 key ('weight')"), ("notes.txt", "not a torch file")):
+        with pytest.raises(SystemExit, match=re.escape(f"softdiff.fid: --ckpt {tmp_path / name} is not a softdiff "
+                                                       f"checkpoint ({what}")):  # fmt: skip
+            fid.main(["--ckpt", str(tmp_path / name), "--n", "4", "--ref", "shapes:40", "--metrics", "randfd"])
+
+
+@pytest.mark.parametrize("command", ["score", "make-stats"])
+def test_device_and_threads_are_checked_and_stated(tmp_path, capsys, command):
+    np.save(tmp_path / "s.npy", nhwc("shapes:20"))
+    if command == "score":
+        args = [tmp_path / "s.npy", "--ref", "shapes:40", "--metrics", "randfd", "--no-progress"]
+    else:
+        args = ["make-stats", "--data", tmp_path / "s.npy", "--out", tmp_path / "stats.npz", "--swd-images", 20]
+    args = [str(arg) for arg in args]
+    with pytest.raises(SystemExit, match=r"softdiff\.fid: --device 'tpu' is not a device torch knows; devices here"):
+        fid.main([*args, "--device", "tpu"])
+    with pytest.raises(SystemExit, match=r"softdiff\.fid: --threads must be >= 1; got 0"):
+        fid.main([*args, "--threads", "0"])
+    assert fid.main([*args, "--device", "cpu", "--threads", "1"]) == 0
+    assert capsys.readouterr().err.splitlines()[0] == "softdiff.fid: device cpu, 1 CPU thread"
