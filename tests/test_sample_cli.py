@@ -73,6 +73,7 @@ def bad_inputs(tmp_path: Path, checkpoint: Path) -> dict:
     (tmp_path / "text.png").write_text("not a picture")
     torch.save({"weight": torch.zeros(2)}, tmp_path / "other.pt")
     (tmp_path / "notes.txt").write_text("hello\n")
+    (tmp_path / "cut.pt").write_bytes(checkpoint.read_bytes()[:300])
     restore = ["--ckpt", str(checkpoint), "--t-start", "0.5", "--restore"]
     return {
         "missing --restore image": ([*restore, str(tmp_path / "nowhere.png")], "nowhere.png: image not found"),
@@ -86,6 +87,7 @@ def bad_inputs(tmp_path: Path, checkpoint: Path) -> dict:
             ["--ckpt", str(tmp_path / "notes.txt")],
             f"--ckpt {tmp_path / 'notes.txt'} is not a softdiff checkpoint (not a torch file: it begins b'hello",
         ),
+        "a cut checkpoint as --ckpt": (["--ckpt", str(tmp_path / "cut.pt")], "(a damaged torch file: its zip archive"),
         "--labels of an unconditional checkpoint": (["--ckpt", str(checkpoint), "--labels", "3"], "unconditional"),
         "--seeds that do not parse": (["--ckpt", str(checkpoint), "--seeds", "a-b"], "--seeds must look like"),
         "--device tpu": (["--ckpt", str(checkpoint), "--device", "tpu"], "--device 'tpu' is not a device torch knows"),
@@ -94,8 +96,8 @@ def bad_inputs(tmp_path: Path, checkpoint: Path) -> dict:
 
 
 CASES = ["missing --restore image", "unreadable --restore image", "missing --ckpt", "another torch file as --ckpt",
-         "a text file as --ckpt", "--labels of an unconditional checkpoint", "--seeds that do not parse",
-         "--device tpu", "--threads 0"]  # fmt: skip
+         "a text file as --ckpt", "a cut checkpoint as --ckpt", "--labels of an unconditional checkpoint",
+         "--seeds that do not parse", "--device tpu", "--threads 0"]  # fmt: skip
 
 
 @pytest.mark.parametrize("case", CASES)
