@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import asdict
+from pathlib import Path
 
 import torch
 
@@ -63,6 +65,23 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path) -> Path:
+    """``tmp_path/ckpt.pt``: a softdiff checkpoint of the smoke preset's untrained network (seeded, 16x16 RGB),
+    written in no time, for the commands that read one."""
+    from softdiff.training.build import build_network, build_process
+    from softdiff.training.config import PRESETS, TrainConfig
+
+    config = TrainConfig(**PRESETS["smoke"])
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = build_network(config, 3)
+    state = {"config": asdict(config), "process": build_process(config).to_dict(), "model": net.state_dict(),
+             "ema": net.state_dict(), "step": 0}  # fmt: skip
+    torch.save(state, tmp_path / "ckpt.pt")
+    return tmp_path / "ckpt.pt"
 
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

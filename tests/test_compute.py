@@ -52,7 +52,7 @@ def test_training_states_its_threads_its_data_fitting_and_refuses_unknown_device
         config, preset, _ = train_command.parse_args(argv)
         train_loop.train(config, tmp_path / "run", preset=preset)
         out = capsys.readouterr().out
-        assert "device cpu (1 CPU thread), 1 rank(s)" in out
+        assert "device cpu, 1 CPU thread, 1 rank," in out
         assert (f"softdiff.train: data folder:{folder}: images centre-cropped to a square and resized to 16x16 "
                 "(sizes read: 30x20 (4))") in out  # fmt: skip
     finally:

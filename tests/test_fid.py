@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -397,31 +398,15 @@ def test_make_stats_round_trip_with_provenance(tmp_path, capsys):
     assert results["fresh"]["KID"]["reference_features"] == 40 and results["fresh"]["KID"]["subset_size"] == 40
 
 
-def tiny_checkpoint(path: Path) -> Path:
-    from dataclasses import asdict
-
-    from softdiff.training.build import build_network, build_process
-    from softdiff.training.config import PRESETS, TrainConfig
-
-    config = TrainConfig(**PRESETS["smoke"])
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        net = build_network(config, 3)
-    state = {"config": asdict(config), "process": build_process(config).to_dict(), "model": net.state_dict(),
-             "ema": net.state_dict(), "step": 0}  # fmt: skip
-    torch.save(state, path)
-    return path
-
-
 GENERATOR = ["--n", 8, "--steps", 1, "--batch", 3, "--ref", "shapes:40", "--metrics", "randfd", "--no-progress"]
 
 
-def test_generator_mode_scores_the_samples_sample_py_draws(tmp_path, capsys):
+def test_generator_mode_scores_the_samples_sample_py_draws(tmp_path, capsys, tiny_checkpoint):
     from softdiff.images import to_uint8
     from softdiff.loading import load_model
     from softdiff.samplers import sample
 
-    ckpt = tiny_checkpoint(tmp_path / "ckpt.pt")
+    ckpt = tiny_checkpoint
     code, out, _ = run_cli("--ckpt", ckpt, *GENERATOR, "--json", tmp_path / "gen.json", capsys=capsys)
     assert code == 0 and "RandFD-proxy (not FID)" in out and "(n=8 samples vs shapes:40, 40)" in out
     denoiser, process, _ = load_model(str(ckpt), weights="ema", device=torch.device("cpu"))
@@ -466,8 +451,8 @@ def run_two_ranks(args: list) -> list[int | None]:
     return [process.exitcode for process in ranks]
 
 
-def test_generator_mode_under_two_gloo_ranks_equals_one_process(tmp_path, capsys):
-    ckpt = tiny_checkpoint(tmp_path / "ckpt.pt")
+def test_generator_mode_under_two_gloo_ranks_equals_one_process(tmp_path, capsys, tiny_checkpoint):
+    ckpt = tiny_checkpoint
     # 21 seeds over 2 ranks (11 + 10) in batches of 4, the last ones short; SWD on the first 17 images (9 + 8).
     args = ["--ckpt", ckpt, "--n", 21, "--steps", 1, "--batch", 4, "--ref", "shapes:40", "--metrics",
             "randfd,swd", "--swd-images", 17, "--no-progress"]  # fmt: skip
@@ -542,8 +527,38 @@ def test_bad_inputs_name_the_file(tmp_path, capsys, monkeypatch):
     assert "--metrics" in error(samples, "--ref", "shapes:40", "--metrics", "fid,is")
 
 
-def test_a_bad_reference_stops_every_rank_before_sampling(tmp_path):
-    ckpt = tiny_checkpoint(tmp_path / "ckpt.pt")
+def test_a_bad_reference_stops_every_rank_before_sampling(tmp_path, tiny_checkpoint):
+    ckpt = tiny_checkpoint
     args = ["--ckpt", ckpt, "--n", 4, "--steps", 1, "--ref", f"cifar10:{tmp_path / 'nowhere'}", "--metrics", "randfd",
             "--no-progress"]  # fmt: skip
     assert run_two_ranks(args) == [2, 2]  # rank 1 hears of rank 0's error instead of waiting to gather
+
+
+def test_missing_samples_and_bad_checkpoints_are_named(tmp_path, capsys, tiny_checkpoint):
+    code, _, err = run_cli("--ref", tmp_path / "x.npz", capsys=capsys)
+    assert code == 2 and "softdiff.fid: error: no samples given: pass a folder, .npz/.npy" in err
+    assert "not both" not in err
+    code, _, err = run_cli(tmp_path / "s.npz", "--ckpt", tiny_checkpoint, "--ref", "shapes:40", capsys=capsys)
+    assert code == 2 and "or --ckpt, not both" in err
+    torch.save({"weight": torch.zeros(2)}, tmp_path / "other.pt")
+    (tmp_path / "notes.txt").write_text("hello\n")
+    for name, what in (("other.pt", "it holds a dict of 1 key ('weight')"), ("notes.txt", "not a torch file")):
+        with pytest.raises(SystemExit, match=re.escape(f"softdiff.fid: --ckpt {tmp_path / name} is not a softdiff "
+                                                       f"checkpoint ({what}")):  # fmt: skip
+            fid.main(["--ckpt", str(tmp_path / name), "--n", "4", "--ref", "shapes:40", "--metrics", "randfd"])
+
+
+@pytest.mark.parametrize("command", ["score", "make-stats"])
+def test_device_and_threads_are_checked_and_stated(tmp_path, capsys, command):
+    np.save(tmp_path / "s.npy", nhwc("shapes:20"))
+    if command == "score":
+        args = [tmp_path / "s.npy", "--ref", "shapes:40", "--metrics", "randfd", "--no-progress"]
+    else:
+        args = ["make-stats", "--data", tmp_path / "s.npy", "--out", tmp_path / "stats.npz", "--swd-images", 20]
+    args = [str(arg) for arg in args]
+    with pytest.raises(SystemExit, match=r"softdiff\.fid: --device 'tpu' is not a device torch knows; devices here"):
+        fid.main([*args, "--device", "tpu"])
+    with pytest.raises(SystemExit, match=r"softdiff\.fid: --threads must be >= 1; got 0"):
+        fid.main([*args, "--threads", "0"])
+    assert fid.main([*args, "--device", "cpu", "--threads", "1"]) == 0
+    assert capsys.readouterr().err.splitlines()[0] == "softdiff.fid: device cpu, 1 CPU thread"

@@ -436,6 +436,6 @@ def test_cli_writes_schedule_and_plot(tmp_path, capsys):
     before = torch.get_num_threads()
     try:
         assert schedule_cli.main([*argv, "--threads", "1"]) == 0
-        assert "device cpu (1 CPU thread)" in capsys.readouterr().out
+        assert "softdiff.schedule: device cpu, 1 CPU thread" in capsys.readouterr().err
     finally:
         torch.set_num_threads(before)

@@ -24,6 +24,7 @@ import softdiff.cli.train as train_command
 import softdiff.training.build as train_build
 import softdiff.training.loop as train_loop
 from softdiff.checkpoints import (
+    CHECKPOINT_KEYS,
     UnsafeCheckpoint,
     checkpoint_path,
     list_checkpoints,
@@ -224,7 +225,8 @@ def test_unreadable_checkpoints_are_never_deleted(trained, tmp_path):
 
 def test_checkpoints_that_need_more_than_a_weights_only_load_are_refused_unless_trusted(tmp_path, monkeypatch):
     path = tmp_path / "ckpt-00000001.pt"
-    torch.save({"step": 1, "rng": np.random.get_state()}, path)  # a numpy array: code runs to rebuild it  # noqa: NPY002
+    state = {key: {} for key in CHECKPOINT_KEYS} | {"step": 1, "rng": np.random.get_state()}  # noqa: NPY002
+    torch.save(state, path)  # a numpy array: code runs to rebuild it
     with pytest.raises(UnsafeCheckpoint, match="SOFTDIFF_TRUST_CHECKPOINTS=1 loads it"):
         read_checkpoint(path)
     assert load_latest(tmp_path) is None
@@ -294,7 +296,7 @@ def test_sample_cli_per_seed_reproducible(trained, tmp_path):
     for seed in (2, 3):
         alone = np.asarray(Image.open(tmp_path / "some" / f"seed-{seed:06d}.png"))
         assert np.abs(alone.astype(int) - images[seed].astype(int)).max() <= 1
-    assert (tmp_path / "some" / "grid.png").exists()
+    assert (tmp_path / "some-grid.png").exists() and not (tmp_path / "some" / "grid.png").exists()
 
 
 def test_sample_cli_under_torchrun_equals_one_process(trained, tmp_path):
@@ -315,7 +317,7 @@ def test_sample_cli_under_torchrun_equals_one_process(trained, tmp_path):
     run("softdiff.sample", *folder_args, str(tmp_path / "one"), env=env)
     from PIL import Image
 
-    grids = [np.asarray(Image.open(tmp_path / name / "grid.png")).astype(int) for name in ("two", "one")]
+    grids = [np.asarray(Image.open(tmp_path / f"{name}-grid.png")).astype(int) for name in ("two", "one")]
     assert grids[0].shape == grids[1].shape and np.abs(grids[0] - grids[1]).max() <= 1
 
 

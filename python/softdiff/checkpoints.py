@@ -2,7 +2,8 @@
 
 Each is written to a temporary file, flushed and fsynced, then renamed over its final name (atomic on POSIX)
 and the folder fsynced, so a checkpoint file is either complete or absent. :func:`load_latest` returns the
-newest checkpoint that loads, saying which newer ones were unreadable and why.
+newest checkpoint that loads, saying which newer ones were unreadable and why. :func:`read_checkpoint` is the one
+check, for training and for every ``--ckpt``, that a file is a checkpoint softdiff wrote.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ import os
 import pickle
 import re
 import sys
+import zipfile
 from pathlib import Path
 
 import torch
+
+from .wording import plural
 
 _NAME = re.compile(r"^ckpt-(\d{8})\.pt$")
 
@@ -70,17 +74,57 @@ class UnsafeCheckpoint(ValueError):
     """A checkpoint holds Python objects that a weights-only load refuses to build."""
 
 
+class NotACheckpoint(ValueError):
+    """A file that is not a checkpoint softdiff wrote: not a torch file, or a torch file holding something else."""
+
+
+# What every checkpoint softdiff writes holds (and what sampling from one reads).
+CHECKPOINT_KEYS = ("step", "config", "process", "model", "ema")
+
+
+def _not_a_torch_file(path: Path) -> str | None:
+    """Why ``path`` cannot be a file ``torch.save`` wrote (a zip archive), or None if it may be one."""
+    with open(path, "rb") as file:
+        start = file.read(16)
+    if not start:
+        return "not a torch file: it is empty"
+    if zipfile.is_zipfile(path):
+        return None
+    if start.startswith(b"PK"):
+        return "a damaged torch file: its zip archive is cut short or corrupt"
+    return f"not a torch file: it begins {start!r}"
+
+
+def _describe(state) -> str:
+    """What a loaded torch file holds, for a message: its type, and a dict's first keys."""
+    if not isinstance(state, dict):
+        return f"a {type(state).__name__}"
+    keys = ", ".join(repr(key) for key in list(state)[:5]) + (", ..." if len(state) > 5 else "")
+    return f"a dict of {plural(len(state), 'key')} ({keys})" if state else "an empty dict"
+
+
 def read_checkpoint(path: Path, *, map_location="cpu") -> dict:
     """A checkpoint's state dict, read with ``weights_only=True``: softdiff writes only tensors and plain values, so
-    a file that needs more (arbitrary code on unpickling) is refused unless SOFTDIFF_TRUST_CHECKPOINTS=1."""
+    a file that needs more (arbitrary code on unpickling) is refused unless SOFTDIFF_TRUST_CHECKPOINTS=1
+    (:class:`UnsafeCheckpoint`). A file that is not a torch file, or holds something other than a softdiff
+    checkpoint, raises :class:`NotACheckpoint` saying what it is."""
+    problem = _not_a_torch_file(Path(path))
+    if problem is not None:
+        raise NotACheckpoint(problem)
     trusted = os.environ.get(TRUST_VARIABLE) == "1"
     try:
-        return torch.load(path, map_location=map_location, weights_only=not trusted)
+        state = torch.load(path, map_location=map_location, weights_only=not trusted)
     except pickle.UnpicklingError as error:
         raise UnsafeCheckpoint(
             f"it holds Python objects that a weights-only load refuses (written by softdiff before 2026-11-28, or "
             f"not by softdiff); if you trust the file, {TRUST_VARIABLE}=1 loads it in full"
         ) from error
+    except RuntimeError as error:  # a zip archive torch.save did not write
+        raise NotACheckpoint(f"not a torch file: {type(error).__name__}: {error}") from error
+    missing = [key for key in CHECKPOINT_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise NotACheckpoint(f"it holds {_describe(state)}, not a checkpoint's {', '.join(missing)}")
+    return state
 
 
 def load_latest(folder: Path, *, map_location="cpu") -> tuple[dict, Path] | None:
@@ -89,7 +133,7 @@ def load_latest(folder: Path, *, map_location="cpu") -> tuple[dict, Path] | None
     for step, path in reversed(list_checkpoints(folder)):
         try:
             state = read_checkpoint(path, map_location=map_location)
-            if not isinstance(state, dict) or state.get("step") != step:
+            if state["step"] != step:
                 raise ValueError("its contents do not match its name")
             return state, path
         except Exception as error:

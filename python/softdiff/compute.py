@@ -8,7 +8,12 @@ cores each spinning that many threads run many times slower than either alone. `
 
 from __future__ import annotations
 
+import os
+import sys
+
 import torch
+
+from .wording import plural
 
 DEVICE_HELP = "cpu, cuda, cuda:1 ... (default: cuda if present)"
 THREADS_HELP = (
@@ -56,6 +61,28 @@ def use_threads(count: int | None, command: str) -> int:
     return torch.get_num_threads()
 
 
-def describe_compute(device: torch.device, threads: int) -> str:
-    """``device cpu (2 CPU threads)``: what a command's first line says of where it computes."""
-    return f"device {device} ({threads} CPU thread{'s' * (threads != 1)})"
+def rank_device(device: torch.device) -> torch.device:
+    """This process's device: under torchrun (WORLD_SIZE > 1) a CUDA ``device`` becomes the rank's own GPU,
+    ``cuda:LOCAL_RANK``; otherwise ``device`` itself. A CUDA one is made the current device."""
+    if device.type != "cuda":
+        return device
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
+    torch.cuda.set_device(device)
+    return device
+
+
+def compute_summary(device: torch.device, threads: int) -> str:
+    """'device cpu, 1 CPU thread': where a command computes, as its start line states it."""
+    return f"device {device}, {plural(threads, 'CPU thread')}"
+
+
+def command_device(name: str | None, threads: int | None, command: str) -> torch.device:
+    """What a command's ``--device name --threads threads`` ask for, checked and applied (:func:`use_threads`,
+    :func:`resolve_device`, :func:`rank_device`) and stated on stderr by rank 0 as ``command: device cpu, 1 CPU
+    thread``: this process's device."""
+    count = use_threads(threads, command)
+    device = rank_device(resolve_device(name, command))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"{command}: {compute_summary(device, count)}", file=sys.stderr, flush=True)
+    return device

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import load_latest, read_checkpoint
+from .checkpoints import NotACheckpoint, UnsafeCheckpoint, load_latest, read_checkpoint
 from .conditioning import NO_LABEL
 from .denoiser import Denoiser
 from .process import SoftDiffusionProcess
@@ -48,21 +48,24 @@ def parse_labels(text: str, label_classes: int) -> list[int]:
     return labels
 
 
-def load_model(ckpt: str, *, weights: str, device: torch.device):
-    """(denoiser, process, config) from a checkpoint file or run folder."""
+def load_model(ckpt: str, *, weights: str, device: torch.device, command: str = "softdiff"):
+    """(denoiser, process, config) from a checkpoint file or run folder; exits with a message naming ``ckpt``
+    (prefixed by ``command``, e.g. ``softdiff.sample``) when it is missing or not a softdiff checkpoint."""
     path = Path(ckpt)
     if path.is_dir():
         found = load_latest(path / "checkpoints" if (path / "checkpoints").is_dir() else path)
         if found is None:
-            raise SystemExit(f"softdiff: no readable checkpoint in {path}")
+            raise SystemExit(f"{command}: --ckpt {ckpt}: no readable checkpoint in {path}")
         state, path = found
     else:
         if not path.exists():
-            raise SystemExit(f"softdiff: checkpoint not found: {path}")
+            raise SystemExit(f"{command}: --ckpt {ckpt}: checkpoint not found")
         try:
             state = read_checkpoint(path)
-        except Exception as error:
-            raise SystemExit(f"softdiff: cannot read checkpoint {path} ({type(error).__name__}: {error})") from error
+        except NotACheckpoint as error:
+            raise SystemExit(f"{command}: --ckpt {ckpt} is not a softdiff checkpoint ({error})") from error
+        except (UnsafeCheckpoint, OSError) as error:
+            raise SystemExit(f"{command}: --ckpt {ckpt} cannot be read ({error})") from error
     config = TrainConfig(**state["config"])
     process = SoftDiffusionProcess.from_dict(state["process"])
     channels = state["ema"]["input.weight"].shape[1]
@@ -71,5 +74,5 @@ def load_model(ckpt: str, *, weights: str, device: torch.device):
     denoiser = Denoiser(
         net.to(device).eval(), process, precond=config.precond, second_moment=state.get("second_moment")
     )
-    print(f"softdiff: {path} (step {state['step']}, {weights} weights)", file=sys.stderr)
+    print(f"{command}: {path} (step {state['step']}, {weights} weights)", file=sys.stderr)
     return denoiser, process, config

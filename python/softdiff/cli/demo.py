@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from ..compute import THREADS_HELP, describe_compute, use_threads
+from ..compute import THREADS_HELP, compute_summary, use_threads
 from ..data import make_shapes
 from ..images import save_image_grid
 from ..operators import DCTBlur
@@ -65,7 +65,7 @@ def _parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
     args = _parse_args(argv)
     threads = use_threads(args.threads, "softdiff.demo")
-    print(f"softdiff.demo: {describe_compute(torch.device('cpu'), threads)}")
+    print(f"softdiff.demo: {compute_summary(torch.device('cpu'), threads)}")
     out = Path(args.out)
     blur_max = default_blur_max(args.size, args.size) if args.blur_max is None else args.blur_max
     process = SoftDiffusionProcess(

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ..compute import DEVICE_HELP, THREADS_HELP, command_device
 from ..data import DataError
 from ..metrics import (
     FeatureExtractor,
@@ -63,7 +64,9 @@ from ..metrics import (
 from ..metrics.inception import MODES
 from ..metrics.sources import ImageSource, open_images, open_reference
 from ..samplers import SAMPLERS
+from ..wording import plural
 
+COMMAND = "softdiff.fid"
 METRICS = ("fid", "kid", "swd", "randfd", "digits")
 DEFAULT_GENERATED = 50_000
 
@@ -122,7 +125,7 @@ def generated_features(args, extractor: FeatureExtractor, model, seeds: list[int
     mine = np.arange(len(seeds))[rank::world]
     starts = range(0, len(mine), args.batch)
     if rank == 0 and not args.no_progress:
-        starts = tqdm(starts, desc=f"sampling and features ({world} rank{'s' if world > 1 else ''})", file=sys.stderr)
+        starts = tqdm(starts, desc=f"sampling and features ({plural(world, 'rank')})", file=sys.stderr)
     for start in starts:
         positions = mine[start : start + args.batch]
         images = sample(denoiser, process, (len(positions), *shape), steps=args.steps, sampler=args.sampler,
@@ -211,7 +214,8 @@ def common_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"images used by the SWD proxy (the first ones; default {SWDSettings.max_images})",
     )
     parser.add_argument("--batch", type=int, default=250, help="images per batch (default 250)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if present)")
+    parser.add_argument("--device", default=None, help=DEVICE_HELP)
+    parser.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")  # fmt: skip
 
 
@@ -248,15 +252,18 @@ def score_command(argv) -> int:
     common_arguments(parser)
     args = parser.parse_args(argv)
     metrics = parse_metrics(args.metrics or "fid,kid")
-    if (args.samples is None) == (args.ckpt is None):
+    if args.samples is None and args.ckpt is None:
+        raise MetricsError("no samples given: pass a folder, .npz/.npy or data spec of samples, or --ckpt to draw them")
+    if args.samples is not None and args.ckpt is not None:
         raise MetricsError("give the samples (a folder, an .npz/.npy or a data spec) or --ckpt, not both")
     if args.n is not None and args.n < 2:
         raise MetricsError(f"--n must be at least 2; got {args.n}")
+    if "digits" in metrics and metrics != ("digits",):
+        raise MetricsError("--metrics digits runs on its own (its reference is MNIST, not --ref statistics); "
+                           "score the other metrics in a second command")  # fmt: skip
+    device = command_device(args.device, args.threads, COMMAND)  # --threads applied and both stated first
     if "digits" in metrics:
-        if metrics != ("digits",):
-            raise MetricsError("--metrics digits runs on its own (its reference is MNIST, not --ref statistics); "
-                               "score the other metrics in a second command")  # fmt: skip
-        return digits_command(args, argv)
+        return digits_command(args, argv, device)
     if args.ref is None:
         raise MetricsError("--ref is required (clean-fid name, make-stats file, mu/sigma .npz or images)")
     if args.labels is not None or args.guidance != 1:
@@ -265,11 +272,6 @@ def score_command(argv) -> int:
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     if world > 1 and args.ckpt is None:
         raise MetricsError("torchrun is for generator mode (--ckpt); score files with a single process")
-    wanted = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if world > 1 and wanted.startswith("cuda")
-                          else wanted)  # fmt: skip
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
     if world > 1:  # rank 0 reads the reference while the others wait to gather: allow it an hour, not NCCL's 10 min
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(hours=1))
     try:
@@ -290,7 +292,7 @@ def _score(args, argv, metrics, world: int, rank: int, device: torch.device) -> 
             raise MetricsError(f"--n {args.n} but --seeds lists {len(seeds)} seeds")
         if len(seeds) < max(2, world):
             raise MetricsError(f"{len(seeds)} seeds are too few for {world} rank(s) (at least 2 and one per rank)")
-        model = load_model(args.ckpt, weights=args.weights, device=device)
+        model = load_model(args.ckpt, weights=args.weights, device=device, command=COMMAND)
         height = model[2].resolution
         samples_description = {"kind": "generator", "ckpt": args.ckpt, "weights": args.weights, "steps": args.steps,
                                "sampler": args.sampler, "seeds": args.seeds or f"0-{len(seeds) - 1}",
@@ -338,7 +340,7 @@ def _score(args, argv, metrics, world: int, rank: int, device: torch.device) -> 
     return 0
 
 
-def digits_command(args, argv) -> int:
+def digits_command(args, argv, device: torch.device) -> int:
     """``--metrics digits``: the digit metric of samples (a file, folder or spec) or of a checkpoint's draws."""
     from ..images import to_uint8
     from ..metrics.digits import digit_reference, digit_scores
@@ -354,8 +356,7 @@ def digits_command(args, argv) -> int:
         seeds = parse_seeds(args.seeds) if args.seeds else list(range(args.n or 1000))
         if len(seeds) < 2:
             raise MetricsError(f"the digit metric needs at least 2 samples; --seeds lists {len(seeds)}")
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        denoiser, process, config = load_model(args.ckpt, weights=args.weights, device=device)
+        denoiser, process, config = load_model(args.ckpt, weights=args.weights, device=device, command=COMMAND)
         if args.labels is not None:
             listed = parse_labels(args.labels, denoiser.net.config.label_classes)
             labels = torch.tensor([listed[k % len(listed)] for k in range(len(seeds))])
@@ -433,7 +434,7 @@ def make_stats_command(argv) -> int:
         if ":crop=" in data and not data.endswith(f":crop={args.crop}"):
             raise MetricsError(f"--crop {args.crop} contradicts --data {data}")
         data = data if ":crop=" in data else f"{data}:crop={args.crop}"
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = command_device(args.device, args.threads, COMMAND)
     metrics = ("fid", "swd", "randfd") if args.inception or os.environ.get("SOFTDIFF_INCEPTION") else ("swd", "randfd")
     networks = feature_networks(metrics, inception=args.inception, modes=modes,
                                 swd=SWDSettings(max_images=args.swd_images), device=device)  # fmt: skip
@@ -442,7 +443,7 @@ def make_stats_command(argv) -> int:
     statistics = summarise(features, source.description, source.label, kid_features=args.kid_features, device=device)
     path = save_statistics(args.out, statistics)
     kinds = [f"Inception {mode}" for mode in statistics.inception] + ["RandFD-proxy", "SWD-proxy"]
-    print(f"wrote {path}: {features.count} images {features.height}x{features.width} of {data} "
+    print(f"wrote {path}: {plural(features.count, 'image')} {features.height}x{features.width} of {data} "
           f"({', '.join(kinds)}; sha256 {features.content_sha256[:16]}...)")  # fmt: skip
     if not statistics.inception:
         print("  no Inception statistics (no --inception): this file serves the proxies only, not FID/KID")

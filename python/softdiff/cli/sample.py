@@ -7,9 +7,10 @@
 
 ``--ckpt`` is a checkpoint file or a run folder (its newest readable checkpoint). The EMA weights are used
 unless ``--weights model``. Image b is a function of its seed alone, whatever batch or rank it falls in.
-Output: a folder (one PNG per seed, ``seed-000123.png``, and ``grid.png`` of the first 64) or a ``.npz`` holding
-uint8 NHWC images under ``arr_0`` (what FID tools read), in the order the seeds are listed, and with
-``--labels`` the label of each image under ``labels``. Under ``torchrun`` the
+Output: a folder of one PNG per seed, ``seed-000123.png``, and nothing else (what ``softdiff.fid`` and other FID
+tools read), with a grid of the first 64 beside it as ``<folder>-grid.png``; or the uint8 NHWC images in the order
+the seeds are listed, as a ``.npy`` array or under ``arr_0`` of a ``.npz`` (with ``--labels`` the label of each
+image under ``labels``: a ``.npy`` cannot hold them). Under ``torchrun`` the
 seeds are split over the ranks and gathered on rank 0 through the process group (write ``--num-samples`` for
 ``--n`` there: torchrun reads ``--n`` as one of its own options).
 
@@ -36,11 +37,32 @@ import torch.distributed as dist
 
 from softdiff_kernels import seeded_normal
 
+from ..compute import DEVICE_HELP, THREADS_HELP, command_device
 from ..images import save_image_grid, to_model_range, to_uint8
 from ..loading import load_model, parse_labels, parse_seeds
 from ..samplers import SAMPLERS, sample
+from ..wording import plural
 
+COMMAND = "softdiff.sample"
 RESTORE_NOISE_STREAM = 2**32 - 1  # --add-noise's η; the sampler uses streams 0 (prior) and 1..steps
+ARRAYS = (".npz", ".npy")
+
+
+def output_kind(out: str) -> str:
+    """What ``--out`` names: ``.npz`` or ``.npy`` (an array file), ``folder``, or another suffix (refused). A name
+    ending in a slash, or an existing folder, is a folder whatever dots it holds."""
+    path = Path(out)
+    if out.endswith(("/", os.sep)) or path.is_dir() or not path.suffix:
+        return "folder"
+    return path.suffix
+
+
+def grid_path(folder: Path) -> Path:
+    """Where a folder output's grid goes: beside the folder, as ``<folder>-grid.png``, so that the folder holds only
+    the samples."""
+    if folder.name in ("", ".", ".."):  # --out . or ..: name the grid after the folder they stand for
+        folder = folder.resolve()
+    return folder.with_name(f"{folder.name}-grid.png")
 
 
 def load_restore_image(path: Path, resolution: int, channels: int = 3) -> torch.Tensor:
@@ -49,12 +71,12 @@ def load_restore_image(path: Path, resolution: int, channels: int = 3) -> torch.
     from ..data.errors import DataError
     from ..data.pictures import decode_image, square_resize
 
-    if not path.exists():
-        raise SystemExit(f"softdiff.sample: image not found: {path}")
+    if not path.is_file():
+        raise SystemExit(f"{COMMAND}: --restore {path}: image not found")
     try:
         image = square_resize(decode_image(path.read_bytes(), str(path)), resolution)
     except DataError as error:
-        raise SystemExit(f"softdiff.sample: --restore: {error}") from error
+        raise SystemExit(f"{COMMAND}: --restore: {error}") from error
     if channels == 1:
         image = image.convert("L")
     array = torch.from_numpy(np.array(image, dtype=np.uint8)).reshape(resolution, resolution, -1)  # writable copy
@@ -72,10 +94,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seeds", default=None, help="seeds, e.g. 0-63 or 1,5,9 (inclusive ranges)")
     parser.add_argument("--steps", type=int, default=100, help="network evaluations per sample (default 100)")
     parser.add_argument("--sampler", default="momentum", choices=SAMPLERS, help="sampler (default momentum)")
-    parser.add_argument("--out", required=True, help="output folder, or a .npz file")
+    parser.add_argument("--out", required=True,
+                        help="output folder (the grid goes beside it, as <folder>-grid.png), or a .npz or .npy file "
+                             "of uint8 NHWC images")  # fmt: skip
     parser.add_argument("--batch", type=int, default=64, help="samples per batch (default 64)")
     parser.add_argument("--weights", default="ema", choices=("ema", "model"), help="EMA (default) or raw weights")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if present)")
+    parser.add_argument("--device", default=None, help=DEVICE_HELP)
+    parser.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     parser.add_argument("--labels", default=None,
                         help="class labels of a --cond class checkpoint, e.g. 0-9 or 3 or 1,7, cycled over the "
                              "samples (-1: unconditional)")  # fmt: skip
@@ -90,6 +115,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--add-noise", action="store_true", help="add σ(t_start) noise to --restore's image first")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    kind = output_kind(args.out)
     problems = [
         (args.n is not None and args.n < 1, f"--n must be >= 1; got {args.n}"),
         (args.steps < 1 or args.batch < 1, "--steps and --batch must be >= 1"),
@@ -97,17 +123,19 @@ def parse_args(argv=None) -> argparse.Namespace:
          "--restore needs --t-start (the corruption level of the image)"),
         (args.restore is None and (args.t_start is not None or args.add_noise),
          "--t-start and --add-noise apply to --restore's image; sampling from noise starts at t = 1"),
-        (args.restore is not None and args.out.endswith(".npz"),
-         "--restore writes input | restored PNGs: give --out a folder, not a .npz"),
+        (kind not in ("folder", *ARRAYS),
+         f"--out must be a folder, .npz or .npy; got {args.out} (end a folder's name with / when it has a dot)"),
+        (args.restore is not None and kind in ARRAYS,
+         f"--restore writes an input | restored PNG per seed: give --out a folder, not a {kind}"),
+        (args.labels is not None and kind == ".npy",
+         "--out .npy holds the images alone: use a .npz to keep each image's --labels with it (under labels)"),
         (args.t_start is not None and not 0 < args.t_start <= 1, f"--t-start must lie in (0, 1]; got {args.t_start}"),
         (args.guidance < 0 or not np.isfinite(args.guidance), f"--guidance must be >= 0; got {args.guidance}"),
         (args.guidance != 1 and args.labels is None, "--guidance needs --labels (the classes to guide towards)"),
-        (bool(args.device) and args.device.startswith("cuda") and not torch.cuda.is_available(),
-         f"--device {args.device}, but PyTorch sees no CUDA GPU here"),
     ]  # fmt: skip
     for bad, message in problems:
         if bad:
-            raise SystemExit(f"softdiff.sample: {message}")
+            raise SystemExit(f"{COMMAND}: {message}")
     return args
 
 
@@ -126,30 +154,35 @@ def gather_in_listed_order(items: torch.Tensor, rank: int, world: int) -> torch.
     return merged
 
 
+def save_array(out: Path, images: torch.Tensor, labels: torch.Tensor | None) -> None:
+    """uint8 NHWC ``images`` as ``out``: a .npy holds the array alone, a .npz it under ``arr_0`` (what FID tools
+    read) and ``labels`` (when given) under ``labels``."""
+    if out.suffix == ".npy":
+        np.save(out, images.numpy())
+    else:
+        np.savez(out, arr_0=images.numpy(), **({} if labels is None else {"labels": labels.numpy()}))
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    device = command_device(args.device, args.threads, COMMAND)  # --threads applied and both stated first
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    wants_cuda = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
-    device = torch.device(f"cuda:{local_rank}" if wants_cuda and world > 1 else (args.device or
-                          ("cuda" if torch.cuda.is_available() else "cpu")))  # fmt: skip
     if world > 1:
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    # Every input is read and checked before anything is written: a bad one leaves no empty output behind.
     default_count = 8 if args.restore else 64
     seeds = parse_seeds(args.seeds) if args.seeds else list(range(args.n if args.n is not None else default_count))
     if args.n is not None and args.seeds and args.n != len(seeds):
-        raise SystemExit(f"softdiff.sample: --n {args.n} but --seeds lists {len(seeds)} seeds")
-    denoiser, process, config = load_model(args.ckpt, weights=args.weights, device=device)
-    out = Path(args.out)
-    to_npz = out.suffix == ".npz"
-    folder = out.parent if to_npz else out
-    folder.mkdir(parents=True, exist_ok=True)
+        raise SystemExit(f"{COMMAND}: --n {args.n} but --seeds lists {len(seeds)} seeds")
+    denoiser, process, config = load_model(args.ckpt, weights=args.weights, device=device, command=COMMAND)
     shape = (denoiser.net.config.image_channels, config.resolution, config.resolution)
     restore = load_restore_image(Path(args.restore), config.resolution, shape[0]) if args.restore else None
     label_list = None if args.labels is None else parse_labels(args.labels, denoiser.net.config.label_classes)
     labels = None if label_list is None else torch.tensor([label_list[k % len(label_list)] for k in range(len(seeds))])
+    out = Path(args.out)
+    to_array = output_kind(args.out) in ARRAYS
+    folder = out.parent if to_array else out
+    folder.mkdir(parents=True, exist_ok=True)
     mine = seeds[rank::world]
     my_labels = None if labels is None else labels[rank::world]
     results = []
@@ -170,25 +203,25 @@ def main(argv=None) -> int:
         for seed, image in zip(batch_seeds, images, strict=True):
             if restore is not None:
                 save_image_grid(torch.stack([restore[0], image]), folder / f"restore-seed-{seed:06d}.png", scale=2)
-            elif not to_npz:
+            elif not to_array:
                 save_image_grid(image[None], folder / f"seed-{seed:06d}.png", padding=0)
         results.append(images)
     images = torch.cat(results) if results else torch.empty(0, *shape)
-    if to_npz:
+    if to_array:
         everything = gather_in_listed_order(to_uint8(images), rank, world)
         if rank == 0:
-            extra = {} if labels is None else {"labels": labels.numpy()}
-            np.savez(out, arr_0=everything.numpy(), **extra)
-            print(f"softdiff.sample: wrote {len(seeds)} images to {out}", file=sys.stderr)
+            save_array(out, everything, labels)
+            print(f"{COMMAND}: wrote {plural(len(seeds), 'image')} to {out}", file=sys.stderr)
     elif restore is None:
         first = gather_in_listed_order(images[: -(-64 // world)], rank, world)  # enough for the first 64 listed
         if rank == 0:
             columns = len(label_list) if label_list is not None and 1 < len(label_list) <= 16 else None
-            save_image_grid(first[:64], folder / "grid.png", scale=2, columns=columns)
-            print(f"softdiff.sample: wrote {len(seeds)} images to {folder}", file=sys.stderr)
+            grid = grid_path(folder)
+            save_image_grid(first[:64], grid, scale=2, columns=columns)
+            print(f"{COMMAND}: wrote {plural(len(seeds), 'image')} to {folder} and the grid to {grid}",
+                  file=sys.stderr)  # fmt: skip
     elif rank == 0:
-        noun = "restoration" if len(seeds) == 1 else "restorations"
-        print(f"softdiff.sample: wrote {len(seeds)} {noun} to {folder}", file=sys.stderr)
+        print(f"{COMMAND}: wrote {plural(len(seeds), 'restoration')} to {folder}", file=sys.stderr)
     if world > 1:
         dist.barrier()  # rank 0 may still be writing: a peer that exits first can abort its gloo connection
         dist.destroy_process_group()

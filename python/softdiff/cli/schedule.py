@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..compute import DEVICE_HELP, THREADS_HELP, describe_compute, resolve_device, use_threads
+from ..compute import DEVICE_HELP, THREADS_HELP, command_device
 from ..data import DataError, load_images
 from ..operators import DCTBlur, Masking
 from ..schedule_design import ESTIMATORS, METHODS, DesignedSchedule, design_schedule
@@ -81,8 +81,7 @@ def plot_schedule(schedule: DesignedSchedule, path: str | Path) -> Path:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    threads = use_threads(args.threads, "softdiff.schedule")
-    device = resolve_device(args.device, "softdiff.schedule")
+    device = command_device(args.device, args.threads, "softdiff.schedule")
     if args.size is not None and args.size < 4:
         raise SystemExit(f"softdiff.schedule: --size must be >= 4 pixels; got {args.size}")
     command = "python -m softdiff.schedule " + shlex.join(sys.argv[1:] if argv is None else argv)
@@ -107,8 +106,7 @@ def main(argv=None) -> int:
     except (ValueError, TypeError) as error:
         raise SystemExit(f"softdiff.schedule: {error}") from error
     out = schedule.save(args.out, command=command)
-    print(f"softdiff.schedule: {len(images)} images {tuple(images.shape[1:])}, {args.candidates} candidates, "
-          f"{describe_compute(device, threads)}")  # fmt: skip
+    print(f"softdiff.schedule: {len(images)} images {tuple(images.shape[1:])}, {args.candidates} candidates")
     print("levels: " + " ".join(f"{level:.3f}" for level in schedule.levels))
     print(
         f"W2 between neighbours ({schedule.estimator}): max {schedule.epsilon:.4g} designed ({schedule.method}), "

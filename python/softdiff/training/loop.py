@@ -32,7 +32,7 @@ import torch.distributed as dist
 
 from .._checks import trusted_values
 from ..checkpoints import list_checkpoints, load_latest, remove_partial_writes, save_checkpoint
-from ..compute import describe_compute, resolve_device, use_threads
+from ..compute import compute_summary, resolve_device, use_threads
 from ..conditioning import drop_labels
 from ..data import DataError, to_model_range
 from ..data.cache import load_data_cached
@@ -43,6 +43,7 @@ from ..networks import AutocastNetwork, count_parameters
 from ..prior import choose_prior
 from ..process import SoftDiffusionProcess
 from ..samplers import sample
+from ..wording import plural
 from .build import autocast_dtype, build_network, build_process
 from .config import TrainConfig, check_resumable
 from .state import (
@@ -221,9 +222,9 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
         remove_partial_writes(out / "checkpoints")
         precision = str(network_dtype or torch.float32).removeprefix("torch.")
         conditioning = f", conditional on {label_classes} classes" if label_classes else ""
-        print(f"softdiff.train: preset {preset}, {len(images)} images {tuple(images.shape[1:])}, net {config.net} "
-              f"({count_parameters(net) / 1e6:.2f}M parameters, {precision}{conditioning}), "
-              f"{describe_compute(device, threads)}, {ddp.world} rank(s), steps {start_step}->{config.steps}, "
+        print(f"softdiff.train: preset {preset}, {plural(len(images), 'image')} {tuple(images.shape[1:])}, "
+              f"net {config.net} ({count_parameters(net) / 1e6:.2f}M parameters, {precision}{conditioning}), "
+              f"{compute_summary(device, threads)}, {plural(ddp.world, 'rank')}, steps {start_step}->{config.steps}, "
               f"out {out}", flush=True)  # fmt: skip
         for note in notes:
             print(f"softdiff.train: {note}", flush=True)
