@@ -48,7 +48,7 @@ def test_training_states_its_threads_and_refuses_unknown_devices(tmp_path, capsy
     finally:
         torch.set_num_threads(before)
     config, preset, _ = train_command.parse_args(["--preset", "smoke", "--device", "tpu"])
-    with pytest.raises(SystemExit, match="softdiff.train: --device 'tpu' is not a device torch knows; devices here"):
+    with pytest.raises(SystemExit, match=r"softdiff.train: --device 'tpu' is not a device torch knows; devices here"):
         train_loop.train(config, tmp_path / "tpu", preset=preset)
     assert not (tmp_path / "tpu").exists()
     with pytest.raises(SystemExit, match="--threads must be >= 1; got 0"):
