@@ -383,13 +383,15 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
         if ddp.world > 1:
             check_ranks_agree(net, ddp)
     finally:
-        if progress is not None:
-            progress.close()
-        if log_file is not None:
-            log_file.close()
-        if ddp.world > 1:
-            dist.destroy_process_group()
-        stop.restore()
+        try:  # a second signal during this clean-up still exits at once
+            if progress is not None:
+                progress.close()
+            if log_file is not None:
+                log_file.close()
+            if ddp.world > 1:
+                dist.destroy_process_group()
+        finally:
+            stop.restore()
     loss_value = float("nan") if step_loss is None else float(step_loss)  # the last step's loss
     return {"step": config.steps, "start_step": start_step, "loss": loss_value, "out": str(out),
             "seconds": time.perf_counter() - run_start, "is_main": ddp.is_main,
