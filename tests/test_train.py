@@ -237,26 +237,57 @@ def test_checkpoints_that_need_more_than_a_weights_only_load_are_refused_unless_
 @pytest.mark.parametrize(
     ("poison", "flags", "message"),
     [
-        (lambda loss: loss * float("nan"), [], "the loss is nan at step 4"),
+        (lambda loss: loss * float("nan"), [], "the loss is nan at step 5"),
         # A finite loss whose gradient is not (sqrt at 0): clipping would turn it into NaN weights.
-        (lambda loss: loss + (0 * loss).sqrt(), ["--grad-clip", "0"], "the gradient norm is nan at step 4"),
+        (lambda loss: loss + (0 * loss).sqrt(), ["--grad-clip", "0"], "the gradient norm is nan at step 5"),
     ],
 )
 def test_non_finite_loss_or_gradient_stops_before_anything_is_saved(tmp_path, monkeypatch, poison, flags, message):
+    """Poisoned in the 5th step (checkpoint every 3): the message names step 5 and the checkpoint of step 3."""
+    poison_call(monkeypatch, 5, poison)
+    config, preset, _ = train_command.parse_args([*SMOKE, *flags])
+    last = re.escape(f"the last checkpoint is {checkpoint_path(tmp_path / 'run' / 'checkpoints', 3)} (step 3)")
+    with pytest.raises(train_loop.NonFiniteLoss, match=f"{message}; nothing of step 5 was saved .*; {last}"):
+        train_loop.train(config, tmp_path / "run", preset=preset)
+    assert [step for step, _ in list_checkpoints(tmp_path / "run" / "checkpoints")] == [3]
+    assert all(torch.isfinite(v).all() for v in final_weights(tmp_path / "run")["model"].values())
+
+
+def poison_call(monkeypatch, call, poison):
+    """Make the ``call``-th loss of this process (1-based) ``poison(loss)``."""
     calls = []
     real_loss = train_loop.soft_score_matching_loss
 
     def poisoned(*args, **kwargs):
         calls.append(1)
         loss = real_loss(*args, **kwargs)
-        return poison(loss) if len(calls) == 5 else loss
+        return poison(loss) if len(calls) == call else loss
 
     monkeypatch.setattr(train_loop, "soft_score_matching_loss", poisoned)
-    config, preset, _ = train_command.parse_args([*SMOKE, *flags])
-    with pytest.raises(train_loop.NonFiniteLoss, match=message):
-        train_loop.train(config, tmp_path / "run", preset=preset)
-    assert [step for step, _ in list_checkpoints(tmp_path / "run" / "checkpoints")] == [3]
-    assert all(torch.isfinite(v).all() for v in final_weights(tmp_path / "run")["model"].values())
+
+
+def test_the_non_finite_stop_says_what_is_on_disk(tmp_path, monkeypatch):
+    """Before any checkpoint it says there is none (it used to call the last one intact); resumed from step 3 and
+    poisoned at once, it names step 4 and the checkpoint it resumed from."""
+    config, preset, _ = train_command.parse_args([*SMOKE, "--steps", "3"])
+    poison_call(monkeypatch, 1, lambda loss: loss * float("nan"))
+    with pytest.raises(train_loop.NonFiniteLoss, match=r"at step 1; nothing of step 1 .*; no checkpoint has been wri"):
+        train_loop.train(config, tmp_path / "fresh", preset=preset)
+    assert not list_checkpoints(tmp_path / "fresh" / "checkpoints")
+    monkeypatch.undo()
+    train_loop.train(config, tmp_path / "resumed", preset=preset)
+    poison_call(monkeypatch, 1, lambda loss: loss * float("nan"))
+    config, preset, _ = train_command.parse_args(SMOKE)
+    last = re.escape(f"the last checkpoint is {checkpoint_path(tmp_path / 'resumed' / 'checkpoints', 3)} (step 3)")
+    with pytest.raises(train_loop.NonFiniteLoss, match=f"at step 4; nothing of step 4 .*; {last}"):
+        train_loop.train(config, tmp_path / "resumed", preset=preset)
+
+
+def test_fewer_steps_than_done_says_only_that(trained):
+    """--steps below the run's step: one line, that it is already there (no start line "steps 6->3" first)."""
+    result = run("softdiff.train", *SMOKE, "--out", str(trained), "--steps", "3")
+    assert result.stdout.splitlines() == [train_command.finished_message(trained, 6, 3, 0.0, None, None)]
+    assert result.stderr == ""
 
 
 def free_port():

@@ -8,6 +8,8 @@ Running the same command again with the same ``--out`` resumes from the newest r
 ``--steps`` extends the run). Every step is a pure function of (seed, step): the batch order, flips, times and
 noise are drawn from per-step generators, so a run killed at any point and resumed reaches the same weights
 as an uninterrupted one (bit for bit on the CPU). A NaN/Inf loss stops the run before anything is saved.
+Ctrl-C (SIGINT) or SIGTERM stops it after the step in flight, which it checkpoints, with exit status 130 or 143;
+a second one exits at once.
 
 Multi-GPU / multi-node: ``torchrun --nproc_per_node N -m softdiff.train ...`` (NCCL on GPUs, gloo on CPUs);
 ``--batch`` is the global batch, sharded over ranks; only rank 0 writes.
@@ -21,6 +23,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from ..training.config import PRESETS, TrainConfig, check_config, flag, setting_types
+from ..training.interrupt import Interrupted
 from ..training.loop import NonFiniteLoss, train
 
 
@@ -78,6 +81,8 @@ def main(argv=None) -> int:
     except NonFiniteLoss as error:
         print(f"softdiff.train: {error}", file=sys.stderr)
         return 3
+    except Interrupted as stopped:  # train() printed where the checkpoint is
+        return stopped.exit_code
     if summary["is_main"]:
         print(finished_message(out, summary["start_step"], summary["step"], summary["seconds"], summary["grid"],
                                summary["checkpoint"]), flush=True)  # fmt: skip

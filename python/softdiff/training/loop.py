@@ -10,6 +10,7 @@ Writes, under the run folder:
                            and the process (schedules, prior statistics); written atomically, the last k kept
 
 A NaN/Inf loss or gradient norm stops the run before the update is applied, so nothing poisoned is saved.
+SIGINT or SIGTERM stops it after the step in flight, checkpointed (:mod:`.interrupt`); all ranks stop at one step.
 Multi-GPU / multi-node: under ``torchrun`` (NCCL on GPUs, gloo on CPUs) ``batch`` is the global batch, sharded
 over ranks; only rank 0 writes.
 """
@@ -31,7 +32,7 @@ import torch
 import torch.distributed as dist
 
 from .._checks import trusted_values
-from ..checkpoints import list_checkpoints, load_latest, remove_partial_writes, save_checkpoint
+from ..checkpoints import checkpoint_path, list_checkpoints, load_latest, remove_partial_writes, save_checkpoint
 from ..compute import compute_summary, resolve_device, use_threads
 from ..conditioning import drop_labels
 from ..data import DataError, to_model_range
@@ -46,6 +47,7 @@ from ..samplers import sample
 from ..wording import plural
 from .build import autocast_dtype, build_network, build_process
 from .config import TrainConfig, check_resumable
+from .interrupt import Interrupted, StopSignals
 from .state import (
     batch_indices,
     ema_decay,
@@ -92,13 +94,42 @@ def setup_distributed(config: TrainConfig) -> tuple[Distributed, torch.device]:
     return Distributed(rank, world, local_rank), device
 
 
-def global_mean(value: torch.Tensor, ddp: Distributed) -> torch.Tensor:
-    """The mean of a 0-d tensor over the ranks (the tensor itself with one rank), on the device: no host sync."""
-    if ddp.world > 1:
-        value = value.clone()
-        dist.all_reduce(value)
-        value /= ddp.world
-    return value
+def global_mean(value: torch.Tensor, stop_vote: torch.Tensor, ddp: Distributed) -> tuple[torch.Tensor, torch.Tensor]:
+    """The step's one collective: the mean of a 0-d tensor over the ranks and the number of ranks that ask to stop
+    (``stop_vote`` is 1 or 0 on each), both on the device: no host sync. With one rank, the tensors themselves."""
+    if ddp.world == 1:
+        return value, stop_vote
+    packed = torch.stack([value, stop_vote.to(value.dtype)])
+    dist.all_reduce(packed)
+    return packed[0] / ddp.world, packed[1]
+
+
+NON_FINITE, STOP = 1, 2  # the bits of step_verdict
+
+
+def step_verdict(finite: torch.Tensor, stop_votes: torch.Tensor) -> torch.Tensor:
+    """What the step's one host read learns, packed in one integer: NON_FINITE when the loss (or gradient norm) is
+    not finite, STOP when some rank asks to stop."""
+    return (~finite).int() * NON_FINITE + (stop_votes > 0).int() * STOP
+
+
+def agreed_signal(signum: int | None, ddp: Distributed, device: torch.device) -> int:
+    """The signal the ranks stop on, one for all (so they exit with one code): the highest number any rank
+    received (SIGTERM over SIGINT). Read only when stopping, so no step pays for it."""
+    if ddp.world == 1:
+        return signum
+    value = torch.tensor(signum or 0, device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return int(value)
+
+
+def stop_message(what: str, value: float, step: int, on_disk: tuple[int, Path] | None) -> str:
+    """Why a non-finite loss or gradient norm at ``step`` (1-based, as checkpoints count) stopped the run, and which
+    checkpoint is the last on disk."""
+    last = "no checkpoint has been written yet" if on_disk is None else (
+        f"the last checkpoint is {on_disk[1]} (step {on_disk[0]})")  # fmt: skip
+    return (f"the {what} is {value} at step {step}; nothing of step {step} was saved (the run stopped before "
+            f"updating the weights); {last}. Try a lower --lr or --amp off.")  # fmt: skip
 
 
 def grid_labels(count: int, label_classes: int) -> torch.Tensor | None:
@@ -147,7 +178,11 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
     """Run (or resume) the training of ``config`` into the run folder ``out``; returns a summary: the final
     ``step``, the ``start_step`` it resumed from, the last step's ``loss``, the ``seconds`` it took, whether this
     process is the main rank, and the last ``grid`` and ``checkpoint`` written (None when the run was already at
-    its steps or this is not the main rank)."""
+    its steps or this is not the main rank).
+
+    SIGINT or SIGTERM (in the main thread) stops the run after the step in flight, checkpointed: it raises
+    :class:`Interrupted` (after printing its message on the main rank); the previous handlers are restored on
+    return."""
     threads = use_threads(config.threads, "softdiff.train")
     ddp, device = setup_distributed(config)
     torch.manual_seed(config.seed)
@@ -195,8 +230,6 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
         second_moment = state.get("second_moment")
         start_step = state["step"]
         restore_rng_states(state["rng"])
-        if ddp.is_main:
-            print(f"softdiff.train: resuming from {path} (step {start_step})", flush=True)
     else:
         prior, _, prior_note = choose_prior(process, (to_model_range(part) for part in images.split(1024)),
                                             config.prior)  # fmt: skip
@@ -204,6 +237,14 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
         notes.append(prior_note)
         if config.precond == "wiener":
             second_moment = data_second_moment(process.operator, images)
+    on_disk = None if resumed is None else (start_step, resumed[1])  # (step, path) of the newest checkpoint
+    if start_step >= config.steps:  # nothing to train: no start line nor progress bar; the caller says so
+        if ddp.world > 1:
+            dist.destroy_process_group()
+        return {"step": config.steps, "start_step": start_step, "loss": float("nan"), "out": str(out),
+                "seconds": 0.0, "is_main": ddp.is_main, "grid": None, "checkpoint": None}  # fmt: skip
+    if ddp.is_main and resumed is not None:
+        print(f"softdiff.train: resuming from {on_disk[1]} (step {start_step})", flush=True)
     if config.channels_last:
         net = net.to(memory_format=torch.channels_last)
     model = net
@@ -240,6 +281,35 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
         )
     window_start, window_images, window_loss, step_loss = time.perf_counter(), 0, 0.0, None
     run_start, last_grid, last_checkpoint = window_start, None, None
+    # Each rank's vote to stop, chosen on the host and summed with the loss: no transfer, no extra collective.
+    go_on, stop_here = torch.zeros((), device=device), torch.ones((), device=device)
+
+    def save(done: int) -> Path:
+        """Checkpoint the state after ``done`` steps (rank 0 writes; every rank notes its path)."""
+        nonlocal on_disk
+        path = checkpoint_path(out / "checkpoints", done)
+        if ddp.is_main:
+            state = {"step": done, "model": net.state_dict(), "ema": ema.state_dict(),
+                     "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "config": asdict(config),
+                     "process": process.to_dict(), "rng": rng_states(), "data_position": done * config.batch,
+                     "preset": preset, "second_moment": second_moment, "label_classes": label_classes}  # fmt: skip
+            path = save_checkpoint(state, out / "checkpoints", done, keep=config.keep)
+        on_disk = done, path
+        return path
+
+    def interrupt(done: int, signum: int) -> Interrupted:
+        """Stop after step ``done`` on ``signum``: checkpoint it unless that was just done, and say so."""
+        path = on_disk[1] if on_disk is not None and on_disk[0] == done else save(done)
+        stopped = Interrupted(done, signum, path)
+        if ddp.is_main:
+            progress.close()  # before the message, which would otherwise land inside the bar
+            print(f"softdiff.train: {stopped}", flush=True)
+        if ddp.world > 1:  # no rank exits before the checkpoint is written: torchrun then stops the others
+            dist.barrier()
+        return stopped
+
+    stop = StopSignals()
+    stop.install()  # restored in the finally below
     try:
         for step in range(start_step, config.steps):
             # Everything random in this step is a function of (seed, step) and the sample's global index.
@@ -268,19 +338,21 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
                 loss = soft_score_matching_loss(denoiser, x0, process, weighting=config.weighting, loss=config.loss,
                                                 t=t_global[mine].to(device), seeds=seeds_global[mine].to(device),
                                                 labels=labels)  # fmt: skip
-            step_loss = global_mean(loss.detach(), ddp)  # every rank sees the same value and stops together
+            # every rank sees the same loss and votes, and stops together
+            vote = go_on if stop.signum is None else stop_here
+            step_loss, stop_votes = global_mean(loss.detach(), vote, ddp)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
             gradient_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip or math.inf)
             # The step's one host sync: a non-finite loss (or gradient norm; fp16's scaler skips such steps itself)
-            # stops the run before the update is applied, so nothing poisoned is saved.
+            # stops the run before the update is applied, so nothing poisoned is saved; and the ranks' stop votes.
             finite = torch.isfinite(step_loss) if scaler.is_enabled() else torch.isfinite(step_loss + gradient_norm)
-            if not bool(finite):  # the failure path alone reads which of the two it was
+            verdict = int(step_verdict(finite, stop_votes))
+            if verdict & NON_FINITE:  # the failure path alone reads which of the two it was
                 what = "loss" if not torch.isfinite(step_loss) else "gradient norm"
                 value = step_loss.item() if what == "loss" else gradient_norm.item()
-                raise NonFiniteLoss(f"the {what} is {value} at step {step}; stopping before the weights are updated "
-                                    "(the last checkpoint is intact). Try a lower --lr or --amp off.")  # fmt: skip
+                raise NonFiniteLoss(stop_message(what, value, step + 1, on_disk))
             scaler.step(optimizer)
             scaler.update()
             update_ema(ema, net, ema_decay(config.ema, step))
@@ -298,28 +370,31 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
                     log_file.flush()
                     progress.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{record['img_per_s']:.1f}")
                     window_start, window_images, window_loss = time.perf_counter(), 0, 0.0
-                writing_started = time.perf_counter()  # checkpoints and grids are not training time (img_per_s)
-                if done % config.ckpt_every == 0 or done == config.steps:
-                    state = {"step": done, "model": net.state_dict(), "ema": ema.state_dict(),
-                             "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                             "config": asdict(config), "process": process.to_dict(), "rng": rng_states(),
-                             "data_position": done * config.batch, "preset": preset,
-                             "second_moment": second_moment, "label_classes": label_classes}  # fmt: skip
-                    last_checkpoint = save_checkpoint(state, out / "checkpoints", done, keep=config.keep)
-                if done % config.sample_every == 0 or done == config.steps:
-                    last_grid = save_samples(config, process, ema, out, done, device, channels, second_moment,
-                                             label_classes)  # fmt: skip
-                window_start += time.perf_counter() - writing_started
+            writing_started = time.perf_counter()  # checkpoints and grids are not training time (img_per_s)
+            if done % config.ckpt_every == 0 or done == config.steps:
+                last_checkpoint = save(done)
+            if ddp.is_main and (done % config.sample_every == 0 or done == config.steps):
+                last_grid = save_samples(config, process, ema, out, done, device, channels, second_moment,
+                                         label_classes)  # fmt: skip
+            window_start += time.perf_counter() - writing_started
+            # One rank reads its own flag after the step (a signal during this step's writes counts); several read
+            # the votes of the sync above, the same on every rank. The last step ends the run as usual.
+            asked = stop.signum is not None if ddp.world == 1 else bool(verdict & STOP)
+            if asked and done < config.steps:
+                raise interrupt(done, agreed_signal(stop.signum, ddp, device))
         if ddp.world > 1:
             check_ranks_agree(net, ddp)
     finally:
-        if progress is not None:
-            progress.close()
-        if log_file is not None:
-            log_file.close()
-        if ddp.world > 1:
-            dist.destroy_process_group()
+        try:  # a second signal during this clean-up still exits at once
+            if progress is not None:
+                progress.close()
+            if log_file is not None:
+                log_file.close()
+            if ddp.world > 1:
+                dist.destroy_process_group()
+        finally:
+            stop.restore()
     loss_value = float("nan") if step_loss is None else float(step_loss)  # the last step's loss
     return {"step": config.steps, "start_step": start_step, "loss": loss_value, "out": str(out),
             "seconds": time.perf_counter() - run_start, "is_main": ddp.is_main,
-            "grid": last_grid, "checkpoint": last_checkpoint}  # fmt: skip
+            "grid": last_grid, "checkpoint": last_checkpoint if ddp.is_main else None}  # fmt: skip
