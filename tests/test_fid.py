@@ -525,6 +525,9 @@ def test_bad_inputs_name_the_file(tmp_path, capsys, monkeypatch):
                     stand_in_file(tmp_path, 8))  # fmt: skip
     assert "cifar10_legacy_tensorflow_test_32.npz" in message
     assert "--metrics" in error(samples, "--ref", "shapes:40", "--metrics", "fid,is")
+    # --size 0 is refused, not taken as "the data set's side" (celeba: 64)
+    message = error("make-stats", "--data", "shapes:20", "--out", tmp_path / "zero.npz", "--size", 0)
+    assert "the image side must be >= 1 pixel; got 0" in message and not (tmp_path / "zero.npz").exists()
 
 
 def test_a_bad_reference_stops_every_rank_before_sampling(tmp_path, tiny_checkpoint):

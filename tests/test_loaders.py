@@ -220,6 +220,8 @@ def test_shapes_spec_and_range():
         load_images("shapes:x")
     with pytest.raises(DataError, match="at least one image"):
         load_images("shapes:0")
+    with pytest.raises(DataError, match="the image side must be >= 1 pixel; got 0"):
+        load_images("shapes:4", size=0)
 
 
 def test_decoded_data_sets_are_cached_until_the_files_change(tmp_path, monkeypatch):

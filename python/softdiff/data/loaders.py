@@ -66,6 +66,8 @@ def load_images(spec: str, *, size: int | None = None, split: str = "train") -> 
 def load_data(spec: str, *, size: int | None = None, split: str = "train") -> ImageData:
     """The data set ``spec`` (see the module docstring): images, and labels where it has them."""
     kind, _, rest = spec.partition(":")
+    if size is not None and size < 1:  # not "the data set's side": 0 is falsy, and `size or 64` would hide it
+        raise DataError(f"the image side must be >= 1 pixel; got {size}")
     if kind not in DATA_KINDS:
         raise DataError(f"unknown data spec {spec!r}: expected shapes, mnist, cifar10:PATH, celeba:PATH, folder:PATH, "
                         f"npz:PATH or npy:PATH{_spec_suggestion(spec)}")  # fmt: skip
