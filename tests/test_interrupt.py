@@ -296,3 +296,15 @@ def test_two_ddp_ranks_stop_at_one_step_with_one_checkpoint(tmp_path, target, si
         code, stdout, stderr = finish(start(torchrun(out), out), out)
         assert code == 0, stderr[-4000:]
         assert f"resuming from {path} (step {step})" in stdout and "2 ranks hold identical weights" in stdout
+
+
+def test_ctrl_c_outside_the_steps_exits_130_without_a_traceback(tmp_path, monkeypatch, capsys):
+    """Ctrl-C while the data loads or a run resumes (no step to save; the handlers are not yet installed): the
+    command says what is on disk and exits 130 instead of printing a KeyboardInterrupt traceback."""
+
+    def interrupted_while_loading(config, out, *, preset):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_command, "train", interrupted_while_loading)
+    assert train_command.main(["--preset", "smoke", "--out", str(tmp_path / "run")]) == 130
+    assert "softdiff.train: interrupted (SIGINT) before or after the training steps" in capsys.readouterr().err

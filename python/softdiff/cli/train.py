@@ -18,12 +18,13 @@ Multi-GPU / multi-node: ``torchrun --nproc_per_node N -m softdiff.train ...`` (N
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from dataclasses import fields
 from pathlib import Path
 
 from ..training.config import PRESETS, TrainConfig, check_config, flag, setting_types
-from ..training.interrupt import Interrupted
+from ..training.interrupt import Interrupted, exit_code
 from ..training.loop import NonFiniteLoss, train
 
 
@@ -83,6 +84,10 @@ def main(argv=None) -> int:
         return 3
     except Interrupted as stopped:  # train() printed where the checkpoint is
         return stopped.exit_code
+    except KeyboardInterrupt:  # Ctrl-C outside the steps (loading data, resuming): no step to save, no traceback
+        print("softdiff.train: interrupted (SIGINT) before or after the training steps; the checkpoints on disk are "
+              "intact; run the same command to resume", file=sys.stderr)  # fmt: skip
+        return exit_code(signal.SIGINT)
     if summary["is_main"]:
         print(finished_message(out, summary["start_step"], summary["step"], summary["seconds"], summary["grid"],
                                summary["checkpoint"]), flush=True)  # fmt: skip
