@@ -57,6 +57,16 @@ def generator() -> torch.Generator:
     return torch.Generator().manual_seed(1234)
 
 
+@pytest.fixture(autouse=True)
+def restore_torch_threads():
+    """Every test ends with torch's thread count as it found it: the commands' ``--threads`` sets it process-wide,
+    and a test that left it at 1 would run every later test on one core."""
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def one_thread():
     """Torch on one intra-op thread for the test: many small ops run faster without a second thread, which only
