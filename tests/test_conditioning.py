@@ -1,6 +1,8 @@
 """Class conditioning: label dropout, the label embedding, classifier-free guidance in every sampler, and the
 labels through the sample command."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -137,6 +139,17 @@ def test_a_conditional_run_samples_the_labels_asked_for_and_saves_them(tmp_path)
                          labels=torch.from_numpy(labels), guidance=2.0)  # fmt: skip
     expected = ((expected.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     assert np.abs(images.astype(int) - expected.astype(int)).max() <= 1
-    for bad, message in ((["--labels", "0-10"], "has classes 0-9"), (["--guidance", "2"], "needs --labels")):
-        with pytest.raises(SystemExit, match=message):
-            sample_main(["--ckpt", str(run), "--n", "2", "--out", str(tmp_path / "x.npz"), *bad])
+    # without --labels a conditional checkpoint draws every class in turn (and saves the labels it drew)
+    assert sample_main(["--ckpt", str(run), "--n", "12", "--steps", "3", "--out", str(out), "--no-progress"]) == 0
+    with np.load(out) as saved:
+        images, labels = saved["arr_0"], saved["labels"]
+    assert labels.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+    expected = sd.sample(denoiser, process, (12, 1, 16, 16), steps=3, seeds=range(12), labels=torch.from_numpy(labels))
+    expected = ((expected.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    assert np.abs(images.astype(int) - expected.astype(int)).max() <= 1
+    with pytest.raises(SystemExit, match="has classes 0-9"):
+        sample_main(["--ckpt", str(run), "--n", "2", "--out", str(tmp_path / "x.npz"), "--labels", "0-10"])
+    unconditional = tmp_path / "unconditional"
+    train(dataclasses.replace(config, cond="none"), unconditional)
+    with pytest.raises(SystemExit, match="--guidance needs a class-conditional checkpoint"):
+        sample_main(["--ckpt", str(unconditional), "--n", "2", "--out", str(tmp_path / "x.npz"), "--guidance", "2"])

@@ -453,6 +453,22 @@ def test_bad_data_and_device_are_named(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_torchrun_ranks_get_their_device_from_the_shared_rule(monkeypatch):
+    """Under torchrun a device without a torch.distributed backend (mps) is refused by name rather than silently
+    replaced by the CPU; a CPU run gets the CPU (the gloo ranks themselves are tested end to end above)."""
+    config = TrainConfig(**PRESETS["smoke"])
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setattr(train_loop, "resolve_device", lambda name, command: torch.device("mps"))
+    with pytest.raises(SystemExit, match=r"--device mps cannot run under torchrun .* --device cuda or --device cpu"):
+        train_loop.setup_distributed(config)
+    monkeypatch.setattr(train_loop.dist, "init_process_group", lambda backend, **k: calls.append(backend))
+    monkeypatch.setattr(train_loop, "resolve_device", lambda name, command: torch.device("cpu"))
+    calls = []
+    ddp, device = train_loop.setup_distributed(config)
+    assert (ddp.rank, ddp.world, device, calls) == (0, 2, torch.device("cpu"), ["gloo"])
+
+
 def test_fresh_start_rewrites_a_log_and_clears_partial_checkpoints(tmp_path):
     """A run killed before its first checkpoint leaves log lines (one torn) and maybe a half-written checkpoint:
     the next run starts over and its log holds each step once."""
@@ -490,8 +506,8 @@ def test_bf16_autocast_and_channels_last_run_and_resume_exactly(tmp_path):
 
 def test_amp_auto_picks_bf16_only_where_it_is_native(monkeypatch):
     cpu = torch.device("cpu")
-    for preset in ("demo", "shapes"):  # bf16 is opt-in (it diverged for the small net)
-        assert PRESETS[preset].get("amp", "off") == "off"
+    assert PRESETS["demo"]["amp"] == "auto"  # the tiny net's demo trains in bf16 where it is native
+    assert PRESETS["shapes"].get("amp", "off") == "off"  # opt-in elsewhere (it diverged for the small net)
     assert isinstance(train_build.native_bf16(cpu), bool) and not train_build.native_bf16(torch.device("meta"))
     assert train_build.autocast_dtype("off", cpu) is None
     assert train_build.autocast_dtype("bf16", cpu) == torch.bfloat16

@@ -214,22 +214,27 @@ def test_train_speed_variants_and_end_to_end(tmp_path):
 
 
 def test_demo_mnist_end_to_end(tmp_path, monkeypatch):
-    """Two short conditional runs scored at two marks: every cell of the record, the grid of the last mark, and a
-    rerun that trains and scores nothing again."""
+    """Two short runs (one conditional) scored at two marks with two samplers: every cell of the record, the grids of
+    the last mark, and a rerun that trains and scores nothing again."""
     quick_classifier(monkeypatch)
     demo = load("demo_mnist")
     out, work = tmp_path / "record", tmp_path / "runs"
-    argv = ["--runs", "wiener-class,paper-none", "--minutes", "0.03,0.08", "--paper-minutes", "0.08", "--n", "10",
-            "--nfe", "2", "--ckpt-every", "2", "--out", str(out), "--work", str(work)]  # fmt: skip
+    argv = ["--runs", "demo-class,paper-none", "--minutes", "0.03,0.08", "--paper-minutes", "0.08", "--n", "10",
+            "--nfe", "2", "--samplers", "momentum,heun", "--ckpt-every", "2", "--out", str(out), "--work",
+            str(work)]  # fmt: skip
     demo.main(argv)
     results = json.loads((out / "results.json").read_text())["results"]
-    cells = {(r["run"], r["minutes"], r["guidance"]) for r in results.values()}
-    assert ("wiener-class", 0.08, 1.0) in cells and ("wiener-class", 0.08, 2.0) in cells
-    assert ("paper-none", 0.08, 1.0) in cells and not any(run == "paper-none" and g != 1 for run, _, g in cells)
+    cells = {(r["run"], r["minutes"], r["sampler"], r["guidance"]) for r in results.values()}
+    assert {("demo-class", m, s, g) for m in (0.03, 0.08) for s in ("momentum", "heun") for g in (1.0, 2.0)} <= cells
+    assert {("paper-none", 0.08, s, 1.0) for s in ("momentum", "heun")} <= cells and len(cells) == 10
     for r in results.values():
         assert r["training_seconds"] <= r["minutes"] * 60 * 1.01 and r["count"] == 10 and 0 <= r["confident"] <= 1
         assert (r["label_match"] is None) == (r["run"] == "paper-none")
-    assert (out / "wiener-class-g2-grid.png").exists() and "| wiener-class | 2 |" in (out / "results.md").read_text()
+    assert all(r["flags"] == ["--precond", "edm", "--weighting", "edm", "--t-power", "1", "--loss", "soft", "--cond",
+            "none"] for r in results.values() if r["run"] == "paper-none")  # fmt: skip
+    assert (out / "demo-class-heun-g2-grid.png").exists() and (out / "paper-none-momentum-g1-grid.png").exists()
+    assert "| demo-class | heun | 2 |" in (out / "results.md").read_text()
     monkeypatch.setattr(demo.digit_cells, "score_cell", lambda *a, **k: pytest.fail("scored a cell again"))
     monkeypatch.setattr(demo.subprocess, "Popen", lambda *a, **k: pytest.fail("trained a finished run again"))
     demo.main(argv)
+    assert json.loads((out / "results.json").read_text())["results"] == results

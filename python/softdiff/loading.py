@@ -48,6 +48,20 @@ def parse_labels(text: str, label_classes: int) -> list[int]:
     return labels
 
 
+def labels_to_draw(text: str | None, label_classes: int) -> list[int] | None:
+    """The labels a command cycles over its seeds: ``--labels text`` (:func:`parse_labels`), or without ``--labels``
+    every class in turn for a class-conditional checkpoint (a digit model draws the digits 0-9 unless told otherwise;
+    ``--labels -1`` gives the unconditional branch ∅), or None for an unconditional checkpoint."""
+    if text is not None:
+        return parse_labels(text, label_classes)
+    return list(range(label_classes)) if label_classes else None
+
+
+def cycled(listed: list[int] | None, count: int) -> torch.Tensor | None:
+    """``[count]`` labels: sample k gets ``listed[k % len(listed)]`` (None stays None)."""
+    return None if listed is None else torch.tensor([listed[k % len(listed)] for k in range(count)])
+
+
 def load_model(ckpt: str, *, weights: str, device: torch.device, command: str = "softdiff"):
     """(denoiser, process, config) from a checkpoint file or run folder; exits with a message naming ``ckpt``
     (prefixed by ``command``, e.g. ``softdiff.sample``) when it is missing or not a softdiff checkpoint."""

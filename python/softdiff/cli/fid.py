@@ -30,8 +30,8 @@ Metrics (``--metrics``, default fid,kid): ``fid`` and ``kid`` need the Inception
 ``--metrics digits`` (on its own; ``--ref`` is then the MNIST spec its classifier is trained on, default
 ``mnist``) scores one-channel digits with :mod:`softdiff.metrics.digits`: the confident share, the class
 balance and a Fréchet distance in the digit classifier's features with its floor, printed as the *digit metric
-(not FID)*. The labels the samples were asked to be (an .npz's ``labels``, or ``--labels`` in generator mode)
-add the share classified as asked.
+(not FID)*. The labels the samples were asked to be (an .npz's ``labels``, or in generator mode ``--labels``, by
+default every class in turn for a class-conditional checkpoint) add the share classified as asked.
 """
 
 from __future__ import annotations
@@ -118,10 +118,14 @@ def generated_features(args, extractor: FeatureExtractor, model, seeds: list[int
     from tqdm import tqdm
 
     from ..images import to_uint8
+    from ..loading import cycled, labels_to_draw
     from ..samplers import sample
 
     denoiser, process, config = model
     shape = (denoiser.net.config.image_channels, config.resolution, config.resolution)
+    labels = cycled(labels_to_draw(args.labels, denoiser.net.config.label_classes), len(seeds))
+    if labels is None and args.guidance != 1:
+        raise MetricsError("--guidance needs a class-conditional checkpoint (trained with --cond class)")
     mine = np.arange(len(seeds))[rank::world]
     starts = range(0, len(mine), args.batch)
     if rank == 0 and not args.no_progress:
@@ -129,7 +133,8 @@ def generated_features(args, extractor: FeatureExtractor, model, seeds: list[int
     for start in starts:
         positions = mine[start : start + args.batch]
         images = sample(denoiser, process, (len(positions), *shape), steps=args.steps, sampler=args.sampler,
-                        seeds=[seeds[p] for p in positions], device=device)  # fmt: skip
+                        seeds=[seeds[p] for p in positions], device=device, guidance=args.guidance,
+                        labels=None if labels is None else labels[positions].to(device))  # fmt: skip
         extractor.add(positions, to_uint8(images.clamp(-1, 1)).numpy(), source=f"samples of {args.ckpt}")
     features = extractor.result()
     if world == 1:
@@ -246,7 +251,8 @@ def score_command(argv) -> int:
     parser.add_argument(
         "--labels",
         default=None,
-        help="generator mode, class-conditional checkpoint: labels to cycle over the seeds, e.g. 0-9",
+        help="generator mode, class-conditional checkpoint: labels to cycle over the seeds, e.g. 0-9 (default: "
+        "every class in turn; -1: unconditional)",
     )
     parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance W with --labels")
     common_arguments(parser)
@@ -266,8 +272,8 @@ def score_command(argv) -> int:
         return digits_command(args, argv, device)
     if args.ref is None:
         raise MetricsError("--ref is required (clean-fid name, make-stats file, mu/sigma .npz or images)")
-    if args.labels is not None or args.guidance != 1:
-        raise MetricsError("--labels and --guidance apply to --metrics digits in generator mode")
+    if args.ckpt is None and (args.labels is not None or args.guidance != 1):
+        raise MetricsError("--labels and --guidance draw samples: they need --ckpt")
 
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     if world > 1 and args.ckpt is None:
@@ -350,18 +356,16 @@ def digits_command(args, argv, device: torch.device) -> int:
     reference = digit_reference(args.ref or "mnist", progress=lambda line: print(line, file=sys.stderr))
     labels = None
     if args.ckpt is not None:
-        from ..loading import load_model, parse_labels, parse_seeds
+        from ..loading import cycled, labels_to_draw, load_model, parse_seeds
         from ..samplers import sample
 
         seeds = parse_seeds(args.seeds) if args.seeds else list(range(args.n or 1000))
         if len(seeds) < 2:
             raise MetricsError(f"the digit metric needs at least 2 samples; --seeds lists {len(seeds)}")
         denoiser, process, config = load_model(args.ckpt, weights=args.weights, device=device, command=COMMAND)
-        if args.labels is not None:
-            listed = parse_labels(args.labels, denoiser.net.config.label_classes)
-            labels = torch.tensor([listed[k % len(listed)] for k in range(len(seeds))])
-        elif args.guidance != 1:
-            raise MetricsError("--guidance needs --labels (the classes to guide towards)")
+        labels = cycled(labels_to_draw(args.labels, denoiser.net.config.label_classes), len(seeds))
+        if labels is None and args.guidance != 1:
+            raise MetricsError("--guidance needs a class-conditional checkpoint (trained with --cond class)")
         shape = (denoiser.net.config.image_channels, config.resolution, config.resolution)
         parts = []
         for start in range(0, len(seeds), args.batch):

@@ -8,14 +8,15 @@
 ``--ckpt`` is a checkpoint file or a run folder (its newest readable checkpoint). The EMA weights are used
 unless ``--weights model``. Image b is a function of its seed alone, whatever batch or rank it falls in.
 Output: a folder of one PNG per seed, ``seed-000123.png``, and nothing else (what ``softdiff.fid`` and other FID
-tools read), with a grid of the first 64 beside it as ``<folder>-grid.png``; or the uint8 NHWC images in the order
+tools read), with a grid of the first 100 beside it as ``<folder>-grid.png``; or the uint8 NHWC images in the order
 the seeds are listed, as a ``.npy`` array or under ``arr_0`` of a ``.npz`` (with ``--labels`` the label of each
 image under ``labels``: a ``.npy`` cannot hold them). Under ``torchrun`` the
 seeds are split over the ranks and gathered on rank 0 through the process group (write ``--num-samples`` for
 ``--n`` there: torchrun reads ``--n`` as one of its own options).
 
 Class-conditional checkpoints (``--cond class``): ``--labels 0-9`` (or ``3``, ``1,7``) gives sample k the
-k-th listed label, cycling through the list (``-1``: the unconditional branch ∅); ``--guidance W`` mixes
+k-th listed label, cycling through the list (``-1``: the unconditional branch ∅; without ``--labels``, every
+class in turn: 0, 1, ..., 9, 0, ... for the digits, and ∅ for ``--restore``); ``--guidance W`` mixes
 x̂_0 = x̂_0(∅) + W (x̂_0(y) − x̂_0(∅)) at every network evaluation (1, the default: plain conditional). The grid
 then has a column per listed label.
 
@@ -38,13 +39,15 @@ import torch.distributed as dist
 from softdiff_kernels import seeded_normal
 
 from ..compute import DEVICE_HELP, THREADS_HELP, command_device
+from ..conditioning import NO_LABEL
 from ..images import save_image_grid, to_model_range, to_uint8
-from ..loading import load_model, parse_labels, parse_seeds
+from ..loading import cycled, labels_to_draw, load_model, parse_seeds
 from ..samplers import SAMPLERS, sample
 from ..wording import plural
 
 COMMAND = "softdiff.sample"
 RESTORE_NOISE_STREAM = 2**32 - 1  # --add-noise's η; the sampler uses streams 0 (prior) and 1..steps
+GRID_IMAGES = 100  # the grid beside a folder of samples: 10 x 10 (a column per digit when the labels 0-9 cycle)
 ARRAYS = (".npz", ".npy")
 
 
@@ -131,7 +134,6 @@ def parse_args(argv=None) -> argparse.Namespace:
          "--out .npy holds the images alone: use a .npz to keep each image's --labels with it (under labels)"),
         (args.t_start is not None and not 0 < args.t_start <= 1, f"--t-start must lie in (0, 1]; got {args.t_start}"),
         (args.guidance < 0 or not np.isfinite(args.guidance), f"--guidance must be >= 0; got {args.guidance}"),
-        (args.guidance != 1 and args.labels is None, "--guidance needs --labels (the classes to guide towards)"),
     ]  # fmt: skip
     for bad, message in problems:
         if bad:
@@ -177,8 +179,12 @@ def main(argv=None) -> int:
     denoiser, process, config = load_model(args.ckpt, weights=args.weights, device=device, command=COMMAND)
     shape = (denoiser.net.config.image_channels, config.resolution, config.resolution)
     restore = load_restore_image(Path(args.restore), config.resolution, shape[0]) if args.restore else None
-    label_list = None if args.labels is None else parse_labels(args.labels, denoiser.net.config.label_classes)
-    labels = None if label_list is None else torch.tensor([label_list[k % len(label_list)] for k in range(len(seeds))])
+    label_list = labels_to_draw(args.labels, denoiser.net.config.label_classes)
+    if restore is not None and args.labels is None and label_list is not None:
+        label_list = [NO_LABEL]  # the class of an image to restore is unknown: the unconditional branch ∅
+    if args.guidance != 1 and label_list is None:
+        raise SystemExit(f"{COMMAND}: --guidance needs a class-conditional checkpoint (trained with --cond class)")
+    labels = cycled(label_list, len(seeds))
     out = Path(args.out)
     to_array = output_kind(args.out) in ARRAYS
     folder = out.parent if to_array else out
@@ -213,11 +219,11 @@ def main(argv=None) -> int:
             save_array(out, everything, labels)
             print(f"{COMMAND}: wrote {plural(len(seeds), 'image')} to {out}", file=sys.stderr)
     elif restore is None:
-        first = gather_in_listed_order(images[: -(-64 // world)], rank, world)  # enough for the first 64 listed
+        first = gather_in_listed_order(images[: -(-GRID_IMAGES // world)], rank, world)  # the first ones listed
         if rank == 0:
             columns = len(label_list) if label_list is not None and 1 < len(label_list) <= 16 else None
             grid = grid_path(folder)
-            save_image_grid(first[:64], grid, scale=2, columns=columns)
+            save_image_grid(first[:GRID_IMAGES], grid, scale=2, columns=columns)
             print(f"{COMMAND}: wrote {plural(len(seeds), 'image')} to {folder} and the grid to {grid}",
                   file=sys.stderr)  # fmt: skip
     elif rank == 0:

@@ -33,7 +33,7 @@ import torch.distributed as dist
 
 from .._checks import trusted_values
 from ..checkpoints import checkpoint_path, list_checkpoints, load_latest, remove_partial_writes, save_checkpoint
-from ..compute import compute_summary, resolve_device, use_threads
+from ..compute import compute_summary, rank_device, resolve_device, use_threads
 from ..conditioning import drop_labels
 from ..data import DataError, to_model_range
 from ..data.cache import load_data_cached
@@ -82,11 +82,12 @@ def setup_distributed(config: TrainConfig) -> tuple[Distributed, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Distributed(), chosen
+    if chosen.type not in ("cuda", "cpu"):  # torch.distributed has a backend for these two only (nccl, gloo)
+        raise SystemExit(f"softdiff.train: --device {chosen} cannot run under torchrun (ranks run on CUDA GPUs "
+                         "with nccl or on the CPU with gloo); use --device cuda or --device cpu")  # fmt: skip
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = chosen.type == "cuda"
-    device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
-    if use_cuda:
-        torch.cuda.set_device(device)
+    device = rank_device(chosen)
+    use_cuda = device.type == "cuda"
     # An hour, not NCCL's 10 minutes: rank 0 alone decodes a data set the first time (CelebA: several minutes).
     dist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(hours=1))
     if config.batch % world:
