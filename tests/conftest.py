@@ -6,7 +6,9 @@ defined, hence here, before softdiff_kernels is imported.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -15,8 +17,11 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
-# Decoded data sets are cached (softdiff.data.cache): the tests' go to a temporary folder, not the user's ~/.cache.
-os.environ.setdefault("SOFTDIFF_CACHE", tempfile.mkdtemp(prefix="softdiff-test-cache-"))
+# Decoded data sets are cached (softdiff.data.cache): the tests' go to a temporary folder, not the user's ~/.cache,
+# removed when the session ends (the subprocesses the tests start inherit the variable and share the folder).
+if "SOFTDIFF_CACHE" not in os.environ:
+    os.environ["SOFTDIFF_CACHE"] = tempfile.mkdtemp(prefix="softdiff-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["SOFTDIFF_CACHE"], ignore_errors=True)
 
 import numpy as np
 import pytest
