@@ -48,13 +48,18 @@ def parse_labels(text: str, label_classes: int) -> list[int]:
     return labels
 
 
-def labels_to_draw(text: str | None, label_classes: int) -> list[int] | None:
+def labels_to_draw(text: str | None, label_classes: int, guidance: float = 1.0) -> list[int] | None:
     """The labels a command cycles over its seeds: ``--labels text`` (:func:`parse_labels`), or without ``--labels``
     every class in turn for a class-conditional checkpoint (a digit model draws the digits 0-9 unless told otherwise;
-    ``--labels -1`` gives the unconditional branch ∅), or None for an unconditional checkpoint."""
+    ``--labels -1`` gives the unconditional branch ∅), or None for an unconditional checkpoint, which refuses a
+    ``--guidance`` other than 1 (there is nothing to guide towards)."""
     if text is not None:
         return parse_labels(text, label_classes)
-    return list(range(label_classes)) if label_classes else None
+    if label_classes:
+        return list(range(label_classes))
+    if guidance != 1:
+        raise SystemExit("softdiff: --guidance needs a class-conditional checkpoint (trained with --cond class)")
+    return None
 
 
 def cycled(listed: list[int] | None, count: int) -> torch.Tensor | None:

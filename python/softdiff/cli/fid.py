@@ -123,9 +123,7 @@ def generated_features(args, extractor: FeatureExtractor, model, seeds: list[int
 
     denoiser, process, config = model
     shape = (denoiser.net.config.image_channels, config.resolution, config.resolution)
-    labels = cycled(labels_to_draw(args.labels, denoiser.net.config.label_classes), len(seeds))
-    if labels is None and args.guidance != 1:
-        raise MetricsError("--guidance needs a class-conditional checkpoint (trained with --cond class)")
+    labels = cycled(labels_to_draw(args.labels, denoiser.net.config.label_classes, args.guidance), len(seeds))
     mine = np.arange(len(seeds))[rank::world]
     starts = range(0, len(mine), args.batch)
     if rank == 0 and not args.no_progress:
@@ -363,9 +361,7 @@ def digits_command(args, argv, device: torch.device) -> int:
         if len(seeds) < 2:
             raise MetricsError(f"the digit metric needs at least 2 samples; --seeds lists {len(seeds)}")
         denoiser, process, config = load_model(args.ckpt, weights=args.weights, device=device, command=COMMAND)
-        labels = cycled(labels_to_draw(args.labels, denoiser.net.config.label_classes), len(seeds))
-        if labels is None and args.guidance != 1:
-            raise MetricsError("--guidance needs a class-conditional checkpoint (trained with --cond class)")
+        labels = cycled(labels_to_draw(args.labels, denoiser.net.config.label_classes, args.guidance), len(seeds))
         shape = (denoiser.net.config.image_channels, config.resolution, config.resolution)
         parts = []
         for start in range(0, len(seeds), args.batch):

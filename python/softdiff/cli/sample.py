@@ -179,11 +179,9 @@ def main(argv=None) -> int:
     denoiser, process, config = load_model(args.ckpt, weights=args.weights, device=device, command=COMMAND)
     shape = (denoiser.net.config.image_channels, config.resolution, config.resolution)
     restore = load_restore_image(Path(args.restore), config.resolution, shape[0]) if args.restore else None
-    label_list = labels_to_draw(args.labels, denoiser.net.config.label_classes)
+    label_list = labels_to_draw(args.labels, denoiser.net.config.label_classes, args.guidance)
     if restore is not None and args.labels is None and label_list is not None:
         label_list = [NO_LABEL]  # the class of an image to restore is unknown: the unconditional branch ∅
-    if args.guidance != 1 and label_list is None:
-        raise SystemExit(f"{COMMAND}: --guidance needs a class-conditional checkpoint (trained with --cond class)")
     labels = cycled(label_list, len(seeds))
     out = Path(args.out)
     to_array = output_kind(args.out) in ARRAYS
