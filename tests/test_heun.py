@@ -106,7 +106,7 @@ class GaussianFlow:
 
     def exact(self, x, t, t_next):
         def scale(time):
-            d = self.process.operator.spectrum(self.process.level(time), *x.shape[-2:])[:, None]
+            d = self.process.operator.spectrum(self.process.level(time), *x.shape[-2:])
             return torch.sqrt(d.square() * self.oracle.variance + self.process.sigma(time).square().view(-1, 1, 1, 1))
 
         return sd.oracle.sk.idct2(sd.oracle.sk.dct2(x) * scale(t_next) / scale(t))

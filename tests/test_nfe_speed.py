@@ -120,9 +120,14 @@ def test_second_order_samplers_beat_first_order_at_equal_nfe_on_the_default_orac
 
 def test_closed_form_rejects_what_it_cannot_describe():
     lam = torch.ones(1, 4, 4, dtype=torch.float64)
-    masking = sd.SoftDiffusionProcess(sd.Masking(), noise=sd.GeometricNoise(0.1, 1.0), levels=sd.LevelSchedule.zero())
-    with pytest.raises(ValueError, match="DCT-diagonal operator"):
-        closed_form.output_variance(lam, masking, 4, "heun")
+
+    class Shift(sd.Operator):  # known by apply() alone
+        def apply(self, x, level):
+            return torch.roll(x, 1, dims=-1)
+
+    shift = sd.SoftDiffusionProcess(Shift(), noise=sd.GeometricNoise(0.1, 1.0), levels=sd.LevelSchedule.zero())
+    with pytest.raises(TypeError, match="the closed form needs an operator diagonal in an orthonormal basis"):
+        closed_form.output_variance(lam, shift, 4, "heun")
     with pytest.raises(ValueError, match="sampler must be one of"):
         closed_form.output_variance(lam, blur_process(), 4, "euler")
     with pytest.raises(ValueError, match="variance must be a \\[C, H, W\\]"):

@@ -115,6 +115,15 @@ def test_relative_w2_of_exact_and_scaled_draws():
     assert oracle.relative_w2(exact + 0.3) > 0.1  # a mean bias counts
 
 
-def test_gaussian_denoiser_refuses_an_operator_not_diagonal_in_the_dct_basis():
-    with pytest.raises(ValueError, match="diagonal in the DCT basis"):
-        sd.oracle.GaussianDenoiser(torch.ones(1, 4, 4), PROCESSES["masking"]())
+def test_oracles_refuse_an_operator_known_only_by_apply():
+    class Shift(sd.Operator):
+        name = "shift"
+
+        def apply(self, x, level):
+            return torch.roll(x, 1, dims=-1)
+
+    proc = make_process(Shift(), sd.LevelSchedule.constant(1.0))
+    with pytest.raises(TypeError, match="has only apply"):
+        sd.oracle.GaussianDenoiser(torch.ones(1, 4, 4), proc)
+    with pytest.raises(TypeError, match="has only apply"):
+        sd.oracle.EmpiricalDenoiser(torch.ones(2, 1, 4, 4), proc)

@@ -20,6 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
+import softdiff as sd
 import softdiff.cli.train as train_command
 import softdiff.training.build as train_build
 import softdiff.training.loop as train_loop
@@ -373,6 +374,41 @@ def test_sample_cli_restore_and_errors(trained, tmp_path):
         run("softdiff.sample", "--ckpt", str(trained), *noisy, "--out", str(tmp_path / name), "--no-progress")
     first, second = ((tmp_path / name / "restore-seed-000004.png").read_bytes() for name in ("n1", "n2"))
     assert first == second
+
+
+@pytest.mark.parametrize("operator", ["pixelate", "desaturate", "masking", "dct_blur+desaturate"])
+def test_every_operator_trains_samples_and_restores_with_an_estimated_level(operator, tmp_path, capsys):
+    from softdiff.cli.sample import main as sample_main
+    from softdiff.cli.train import main as train_main
+
+    out = tmp_path / "run"
+    train_main([*SMOKE, "--out", str(out), "--steps", "2", "--operator", operator])
+    state = final_weights(out)
+    assert sd.operator_from_dict(state["process"]["operator"]).label == operator
+    assert state["process"]["data_spectrum"]["variance"].shape == (3, 16, 16)
+    clean = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (1, 3, 16, 16), dtype=np.uint8))
+    process = sd.SoftDiffusionProcess.from_dict(state["process"])
+    corrupted = process.apply(clean.double() / 127.5 - 1, 0.5).clamp(-1, 1)
+    image = ((corrupted[0].permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
+    Image.fromarray(image).save(tmp_path / "in.png")
+    capsys.readouterr()
+    sample_main(["--ckpt", str(out), "--restore", str(tmp_path / "in.png"), "--t-start", "auto", "--n", "2",
+                 "--steps", "2", "--out", str(tmp_path / "restored"), "--no-progress"])  # fmt: skip
+    said = capsys.readouterr().err
+    assert "--t-start auto: level" in said and "restoring from t = " in said and "wrote 2 restorations" in said
+    sample_main(["--ckpt", str(out), "--n", "2", "--steps", "3", "--sampler", "heun", "--out", str(tmp_path / "s.npz"),
+                 "--no-progress"])  # fmt: skip
+    assert np.load(tmp_path / "s.npz")["arr_0"].shape == (2, 16, 16, 3)
+
+
+def test_operators_that_cannot_take_the_data_are_refused_before_training(tmp_path):
+    grey = run("softdiff.train", *SMOKE, "--data", "mnist", "--out", str(tmp_path / "g"), "--operator", "desaturate",
+               check=False)  # fmt: skip
+    assert grey.returncode != 0 and "--operator desaturate" in grey.stderr and "3 (RGB) channels" in grey.stderr
+    with pytest.raises(SystemExit, match="--operator is not a usable corruption: these operators do not commute"):
+        train_command.parse_args([*SMOKE, "--operator", "dct_blur+pixelate"])
+    with pytest.raises(SystemExit, match="unknown operator 'blur'"):
+        train_command.parse_args([*SMOKE, "--operator", "blur"])
 
 
 @pytest.mark.parametrize(

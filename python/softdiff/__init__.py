@@ -15,7 +15,19 @@ from . import closed_form, oracle, samplers, time_grids
 from ._version import __version__ as __version__
 from .denoiser import Denoiser, edm_scalings
 from .losses import loss_weight, soft_score_matching_loss, stratified_times
-from .operators import DCTBlur, Identity, Masking, Operator, operator_from_dict
+from .operators import (
+    BasisOperator,
+    Composite,
+    DCTBlur,
+    Desaturate,
+    Identity,
+    Masking,
+    Operator,
+    Pixelate,
+    operator_from_dict,
+    operator_from_name,
+    register_operator,
+)
 from .prior import DCTGaussianPrior, GaussianPrior
 from .process import SoftDiffusionProcess
 from .samplers import momentum_ode_step, momentum_step, naive_step, sample, time_grid
@@ -23,15 +35,19 @@ from .schedule_design import design_schedule
 from .schedules import GeometricNoise, LevelSchedule
 
 __all__ = [
+    "BasisOperator",
+    "Composite",
     "DCTBlur",
     "DCTGaussianPrior",
     "Denoiser",
+    "Desaturate",
     "GaussianPrior",
     "GeometricNoise",
     "Identity",
     "LevelSchedule",
     "Masking",
     "Operator",
+    "Pixelate",
     "SoftDiffusionProcess",
     "closed_form",
     "design_schedule",
@@ -41,7 +57,9 @@ __all__ = [
     "momentum_step",
     "naive_step",
     "operator_from_dict",
+    "operator_from_name",
     "oracle",
+    "register_operator",
     "sample",
     "samplers",
     "soft_score_matching_loss",

@@ -1,7 +1,8 @@
 """The exact law of every sampler's output on Gaussian data, in float64 and without drawing a sample.
 
-Data x_0 ~ N(0, Σ) with Σ diagonal in the DCT basis (variances λ per coefficient, zero mean) and an operator
-diagonal in the same basis (``DCTBlur``, ``Identity``): per coefficient z_t = d_t z_0 + σ_t ξ, and the exact
+Data x_0 ~ N(0, Σ) with Σ diagonal in the operator's basis (:func:`~softdiff.spectra.gaussian_basis`: the DCT for
+blur, identity and desaturation, the Haar basis for pixelation, the pixels for masking; variances λ per coefficient,
+zero mean): per coefficient z_t = d_t z_0 + σ_t ξ, and the exact
 denoiser (:class:`~softdiff.oracle.GaussianDenoiser`) is linear, x̂_0 = g_t z_t with g_t = λ d_t/(d_t² λ + σ_t²).
 Every step of :mod:`softdiff.samplers` is then linear per coefficient, with r = σ'/σ:
 
@@ -29,6 +30,7 @@ import math
 
 import torch
 
+from .operators import require_basis
 from .prior import GaussianPrior
 from .samplers import SAMPLERS, log_snr
 from .spectra import wiener_gain
@@ -47,11 +49,11 @@ def output_variance(
     t_start: float = 1.0,
     start_variance: str | torch.Tensor = "prior",
 ) -> torch.Tensor:
-    """Variances of the DCT coefficients of ``sd.sample(oracle, process, ..., steps, sampler, grid=grid)``.
+    """Variances of the basis coefficients of ``sd.sample(oracle, process, ..., steps, sampler, grid=grid)``.
 
     Args:
-        variance: λ, the data's DCT-coefficient variances ``[C, H, W]`` (zero mean).
-        process: a process with a DCT-diagonal operator (``DCTBlur`` or ``Identity``).
+        variance: λ, the data's coefficient variances ``[C, H, W]`` in the operator's basis (zero mean).
+        process: a process whose operator has a basis (any BasisOperator).
         steps, sampler, grid, t_start: as for :func:`softdiff.sample`.
         start_variance: ``"prior"`` (the process's zero-mean ``GaussianPrior``: σ_1², t_start must be 1),
             ``"exact"`` (d²λ + σ² at t_start) or a tensor ``[C, H, W]``.
@@ -69,8 +71,8 @@ def deterministic_gain(
     variance: torch.Tensor, process, steps: int, sampler: str, *, grid="uniform", t_start: float = 1.0
 ) -> torch.Tensor:
     """The per-coefficient gain k of a deterministic sampler (momentum_ode, multistep, heun): the output is
-    x̂_0 = IDCT2(k ⊙ DCT2(x_start)) for every start x_start. Arguments as :func:`output_variance`; returns
-    float64 ``[C, H, W]``."""
+    x̂_0 = Bᵀ(k ⊙ B x_start) for every start x_start (B: the operator's basis). Arguments as
+    :func:`output_variance`; returns float64 ``[C, H, W]``."""
     if sampler in STOCHASTIC:
         raise ValueError(f"sampler {sampler!r} is stochastic: it has no deterministic gain (use output_variance)")
     _, times, coefficients = _setup(variance, process, steps, sampler, grid, t_start)
@@ -81,10 +83,9 @@ def _setup(variance, process, steps, sampler, grid, t_start):
     """Validate; return (λ float64 [C, H, W], the grid, the per-time coefficients)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {', '.join(map(repr, SAMPLERS))}; got {sampler!r}")
-    if not process.operator.dct_diagonal:
-        raise ValueError(f"the closed form needs a DCT-diagonal operator (DCTBlur, Identity); got {process.operator!r}")
+    require_basis(process.operator, "the closed form")
     if not isinstance(variance, torch.Tensor) or variance.dim() != 3:
-        raise ValueError("variance must be a [C, H, W] tensor of DCT-coefficient variances")
+        raise ValueError("variance must be a [C, H, W] tensor of coefficient variances in the operator's basis")
     if not bool(torch.isfinite(variance).all()) or bool((variance < 0).any()):
         raise ValueError("variance must be finite and >= 0")
     lam = variance.detach().to("cpu", torch.float64)

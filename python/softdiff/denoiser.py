@@ -30,7 +30,7 @@ from torch import nn
 from softdiff_kernels import compute_dtype
 
 from ._checks import as_times, check_choice, check_images
-from .operators import basis_second_moment
+from .operators import basis_second_moment, require_basis
 from .spectra import wiener_gain
 
 PRECONDITIONINGS = ("edm", "paper", "wiener")
@@ -81,6 +81,7 @@ class Denoiser(nn.Module):
         self.sigma_data = float(sigma_data)
         self.second_moment = None
         if precond == "wiener":
+            require_basis(process.operator, 'precond="wiener"')
             if second_moment is None:
                 raise ValueError('precond="wiener" needs second_moment (the data\'s E[z_f²]; see data_second_moment)')
             moment = torch.as_tensor(second_moment, dtype=torch.float64)
@@ -97,7 +98,7 @@ class Denoiser(nn.Module):
         moment = moment if moment.dim() == 3 else moment[None]
         if moment.shape[-2:] != (height, width):
             raise ValueError(f"second_moment is {tuple(moment.shape[-2:])} but the images are {(height, width)}")
-        d = self.process.operator.spectrum(self.process.level(t), height, width)[:, None]  # [B, 1, H, W]
+        d = self.process.operator.spectrum(self.process.level(t), height, width)  # [B, K, H, W]
         var = self.process.sigma(t).view(-1, 1, 1, 1).square()
         visible = d.square() * moment  # d_f² s_f
         c_skip = wiener_gain(moment, d, var)

@@ -7,9 +7,10 @@ training at all. Both fit the ``denoiser(x_t, t) -> x̂_0`` interface.
   Distances are evaluated in the operator's basis, ‖z_t − λ ⊙ z_i‖² = ‖z_t‖² − 2 (λ ⊙ z_t)·z_i + (λ²)·(z_i²),
   in float64, streaming over chunks of references with a running log-sum-exp, so 50 000 CIFAR-sized
   references fit in memory (the coefficients are kept in the data's dtype).
-- :class:`GaussianDenoiser`: x_0 ~ N(μ, Σ) with Σ diagonal in the DCT basis (variances λ_{ckl}); for an
-  operator diagonal in the same basis (DCT blur, identity), per coefficient with d = spectrum of C_t:
-      E[z_0 | z_t] = m + λ d / (d² λ + σ_t²) · (z_t − d m),   z = DCT2(x), m = DCT2(μ).
+- :class:`GaussianDenoiser`: x_0 ~ N(μ, Σ) with Σ diagonal in the basis B of :func:`~softdiff.spectra.gaussian_basis`
+  (the operator's own; the DCT where it leaves the spatial basis free), variances λ_{ckl}; per coefficient with
+  d = spectrum of C_t:
+      E[z_0 | z_t] = m + λ d / (d² λ + σ_t²) · (z_t − d m),   z = B x, m = B μ.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import torch
 import softdiff_kernels as sk
 
 from ._checks import as_times, check_images
-from .spectra import power_law_variance, relative_w2, wiener_gain
+from .operators import require_basis
+from .spectra import gaussian_basis, power_law_variance_in, relative_w2, wiener_gain
 
 
 class EmpiricalDenoiser:
@@ -35,6 +37,7 @@ class EmpiricalDenoiser:
 
     def __init__(self, data: torch.Tensor, process, *, chunk_size: int = 2048):
         check_images("data", data)
+        require_basis(process.operator, "EmpiricalDenoiser")
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
         self.process = process
@@ -54,8 +57,8 @@ class EmpiricalDenoiser:
         t = as_times("t", t, batch, device=x_t.device, images_dtype=x_t.dtype).to(torch.float64)
         operator = self.process.operator
         sigma = self.process.sigma(t)
-        spectrum = operator.spectrum(self.process.level(t), height, width)  # [B, H, W]
-        spectrum = spectrum[:, None].expand(batch, channels, height, width).reshape(batch, -1).to(x_t.device)
+        spectrum = operator.spectrum(self.process.level(t), height, width)  # [B, K, H, W]
+        spectrum = spectrum.expand(batch, channels, height, width).reshape(batch, -1).to(x_t.device)
         z_t = operator.to_basis(x_t.to(torch.float64)).reshape(batch, -1)
         filtered = spectrum * z_t
         spectrum_sq = spectrum.square()
@@ -79,11 +82,12 @@ class EmpiricalDenoiser:
 
 
 class GaussianDenoiser:
-    """Exact posterior mean for x_0 ~ N(``mean``, Σ), Σ diagonal in the DCT basis with variances ``variance``.
+    """Exact posterior mean for x_0 ~ N(``mean``, Σ), Σ diagonal in ``self.basis`` (the operator's, with the DCT
+    where it leaves the spatial basis free; :func:`~softdiff.spectra.gaussian_basis`) with variances ``variance``.
 
     Args:
-        variance: DCT-coefficient variances λ ``[C, H, W]`` (≥ 0).
-        process: a process whose operator is diagonal in the DCT basis (``DCTBlur`` or ``Identity``).
+        variance: coefficient variances λ ``[C, H, W]`` (≥ 0) in that basis.
+        process: a process whose operator has a basis (any BasisOperator).
         mean: the mean image μ ``[C, H, W]`` (default 0).
     """
 
@@ -92,11 +96,7 @@ class GaussianDenoiser:
             raise ValueError("variance must be a [C, H, W] tensor of DCT-coefficient variances")
         if not bool(torch.isfinite(variance).all()) or bool((variance < 0).any()):
             raise ValueError("variance must be finite and >= 0")
-        if not process.operator.dct_diagonal:
-            raise ValueError(
-                f"GaussianDenoiser needs an operator diagonal in the DCT basis (DCTBlur, Identity); "
-                f"got {process.operator!r}"
-            )
+        self.basis = gaussian_basis(process.operator)
         self.variance = variance.to(torch.float64)
         self.mean = torch.zeros_like(self.variance) if mean is None else mean.to(torch.float64)
         if self.mean.shape != self.variance.shape:
@@ -108,19 +108,22 @@ class GaussianDenoiser:
     @classmethod
     def power_law(cls, process, shape: tuple[int, int, int] = (3, 32, 32), *, pixel_variance: float = 0.25):
         """Natural-image-like spectrum: λ_{c,k,l} ∝ 1 / (1 + k² + l²) over DCT indices, scaled so that the
-        mean pixel variance is ``pixel_variance``; zero mean."""
-        return cls(power_law_variance(shape, pixel_variance=pixel_variance), process)
+        mean pixel variance is ``pixel_variance`` (seen in the operator's basis, :func:`power_law_variance_in`);
+        zero mean."""
+        basis = gaussian_basis(process.operator)
+        return cls(power_law_variance_in(basis, shape, pixel_variance=pixel_variance), process)
 
     def sample_data(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """n draws of x_0 ~ N(μ, Σ): float64 ``[n, C, H, W]`` (on the CPU)."""
         xi = torch.randn(n, *self.variance.shape, dtype=torch.float64, generator=generator)
-        return self.mean + sk.idct2(self.variance.sqrt() * xi)
+        return self.mean + self.basis.inverse(self.variance.sqrt() * xi)
 
     def relative_w2(self, samples: torch.Tensor) -> float:
-        """Relative W2 distance of ``samples`` ``[N, C, H, W]`` to this law, per DCT coefficient:
+        """Relative W2 distance of ``samples`` ``[N, C, H, W]`` to this law, per coefficient of the basis:
         ‖√v − √λ‖ / ‖√λ‖ with v the samples' second moments about the true mean (so a biased mean counts)."""
         check_images("samples", samples)
-        v = (sk.dct2(samples.to(torch.float64)) - sk.dct2(self.mean.to(samples.device))).square().mean(dim=0)
+        z = self.basis.forward(samples.to(torch.float64) - self.mean.to(samples.device))
+        v = z.square().mean(dim=0)
         return relative_w2(self.variance.to(samples.device), v)
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -130,10 +133,10 @@ class GaussianDenoiser:
             raise ValueError(f"x_t must hold images of shape {tuple(self.variance.shape)}; got {tuple(x_t.shape[1:])}")
         height, width = x_t.shape[-2:]
         t = as_times("t", t, x_t.shape[0], device=x_t.device, images_dtype=x_t.dtype).to(torch.float64)
-        d = self.process.operator.spectrum(self.process.level(t), height, width)[:, None]  # [B, 1, H, W]
+        d = self.process.operator.spectrum(self.process.level(t), height, width)  # [B, K, H, W]
         sigma_sq = self.process.sigma(t).square().view(-1, 1, 1, 1)
         variance = self.variance.to(x_t.device)
-        m = sk.dct2(self.mean.to(x_t.device))
-        z_t = sk.dct2(x_t.to(torch.float64))
+        m = self.basis.forward(self.mean.to(x_t.device))
+        z_t = self.basis.forward(x_t.to(torch.float64))
         z0 = m + wiener_gain(variance, d, sigma_sq) * (z_t - d * m)
-        return sk.idct2(z0).to(x_t.dtype)
+        return self.basis.inverse(z0).to(x_t.dtype)

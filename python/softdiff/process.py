@@ -15,6 +15,7 @@ from ._checks import ValueChecks, as_seeds, as_times, check_images, trusted_valu
 from .operators import Operator, operator_from_dict
 from .prior import DCTGaussianPrior, GaussianPrior, prior_from_state_dict
 from .schedules import GeometricNoise, LevelSchedule
+from .spectra import DataSpectrum
 
 CORRUPT_STREAM = 0
 
@@ -23,15 +24,20 @@ class SoftDiffusionProcess:
     """x_t = C_t x_0 + σ_t η with C_t = ``operator``(``levels``(t)) and σ_t = ``noise``(t).
 
     Args:
-        operator: an :class:`~softdiff.operators.Operator` (``DCTBlur()``, ``Identity()``, ``Masking()``).
+        operator: an :class:`~softdiff.operators.Operator` (``DCTBlur()``, ``Pixelate()``, ``Desaturate()``,
+            ``Masking()``, ``Identity()``, a ``Composite``, or a user's own).
         noise: σ(t), e.g. ``GeometricNoise(0.02, 100.0)``; must be > 0 (keyword).
         levels: level(t), e.g. ``LevelSchedule.sin2(11.5)`` (keyword).
         prior: the law of x_1; ``GaussianPrior()`` (N(0, σ_1² I)) by default, or a fitted ``DCTGaussianPrior``.
+        data_spectrum: the data's per-coefficient mean and variance in the operator's basis
+            (:meth:`fit_data_spectrum`), what ``--t-start auto`` estimates a corruption level from; optional.
     """
 
-    def __init__(self, operator: Operator, *, noise: GeometricNoise, levels: LevelSchedule, prior=None):
+    def __init__(self, operator: Operator, *, noise: GeometricNoise, levels: LevelSchedule, prior=None,
+                 data_spectrum: DataSpectrum | None = None):  # fmt: skip
         if not isinstance(operator, Operator):
-            raise TypeError(f"operator must be a softdiff Operator (DCTBlur, Identity, Masking); got {operator!r}")
+            raise TypeError(f"operator must be a softdiff Operator (DCTBlur, Pixelate, Desaturate, Masking, Identity, "
+                            f"Composite, or a subclass of softdiff.Operator); got {operator!r}")  # fmt: skip
         if not isinstance(noise, GeometricNoise):
             raise TypeError(f"noise must be a GeometricNoise; got {noise!r}")
         if not isinstance(levels, LevelSchedule):
@@ -41,6 +47,12 @@ class SoftDiffusionProcess:
         self.noise = noise
         self.levels = levels
         self.prior = GaussianPrior() if prior is None else prior
+        self.data_spectrum = data_spectrum
+
+    def check_image_size(self, height: int, width: int) -> None:
+        """Raise if a level of the schedule is outside the operator's domain for H × W images (e.g. pixelation
+        deeper than the sides halve). Reads no device value."""
+        self.operator.check_size(self.levels.level_max, height, width)
 
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
         """σ_t for t ``[B]`` in [0, 1] -> ``[B]``."""
@@ -53,6 +65,7 @@ class SoftDiffusionProcess:
     def apply(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
         """C_t x for x ``[B, C, H, W]`` and t ``[B]`` (or a float)."""
         check_images("x", x)
+        self.check_image_size(x.shape[-2], x.shape[-1])
         t = as_times("t", t, x.shape[0], device=x.device, images_dtype=x.dtype)
         level = self.level(t)
         return self.operator.combine(x, [level], [torch.ones_like(level)])
@@ -81,6 +94,7 @@ class SoftDiffusionProcess:
         checks = ValueChecks()  # the inputs' values, read back together before the op: one host sync
         checks.images("x0", x0)
         checks.model_range("x0", x0)
+        self.check_image_size(x0.shape[-2], x0.shape[-1])
         batch = x0.shape[0]
         t = checks.as_times("t", t, batch, device=x0.device, images_dtype=x0.dtype)
         if noise is not None and seed is not None:
@@ -126,13 +140,20 @@ class SoftDiffusionProcess:
         self.prior = DCTGaussianPrior.fit(data, self, batch_size=batch_size)
         return self.prior
 
+    def fit_data_spectrum(self, images: torch.Tensor) -> DataSpectrum:
+        """The per-coefficient mean and variance of ``images`` ``[N, C, H, W]`` (uint8, or float in [-1, 1]) in the
+        operator's basis; kept as :attr:`data_spectrum` (and saved with the process) and returned."""
+        self.data_spectrum = DataSpectrum.fit(self.operator, images)
+        return self.data_spectrum
+
     def to_dict(self) -> dict:
-        """Everything needed to rebuild the process (prior statistics included); ``torch.save``-able."""
+        """Everything needed to rebuild the process (prior and data statistics included); ``torch.save``-able."""
         return {
             "operator": self.operator.to_dict(),
             "noise": self.noise.to_dict(),
             "levels": self.levels.to_dict(),
             "prior": self.prior.state_dict(),
+            "data_spectrum": None if self.data_spectrum is None else self.data_spectrum.state_dict(),
         }
 
     @classmethod
@@ -142,6 +163,7 @@ class SoftDiffusionProcess:
             noise=GeometricNoise.from_dict(config["noise"]),
             levels=LevelSchedule.from_dict(config["levels"]),
             prior=prior_from_state_dict(config["prior"]),
+            data_spectrum=DataSpectrum.from_state_dict(config.get("data_spectrum")),  # absent in older checkpoints
         )
 
     def __repr__(self) -> str:

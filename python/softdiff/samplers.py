@@ -41,6 +41,7 @@ from softdiff_kernels import compute_dtype
 
 from ._checks import ValueChecks, as_times, check_choice, check_images, check_values_enabled, trusted_values
 from .conditioning import check_labels, guided_denoiser
+from .operators import require_basis
 from .time_grids import resolve_grid, uniform_grid
 
 SAMPLERS = ("momentum", "naive", "momentum_ode", "multistep", "heun")
@@ -118,15 +119,18 @@ def second_order_step(process, x_t, x0_hat, t, t_next, x0_hat_other, t_other):
     rho, rho_next, rho_other = (log_snr(process, v, height, width) for v in (t, t_next, t_other))
     h = rho_next - rho
     psi = h + torch.expm1(-h)  # ψ(h) = h − 1 + e^{−h} ≥ 0, ≈ h²/2 for small h
+    require_basis(process.operator, "a second-order step")
     slope_weight = process.operator.spectrum(process.level(t_next), height, width) * psi / (rho_other - rho)
     slope_weight = torch.where(torch.isfinite(slope_weight), slope_weight, torch.zeros_like(slope_weight))
     return process.operator.filter_in_basis(x0_hat_other, slope_weight, a2=x0_hat, c=x_first)
 
 
 def log_snr(process, t: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """ρ = log(d/σ_t) per basis coefficient: t float64 ``[B]`` -> float64 ``[B, H, W]`` (−inf where d = 0)."""
+    """ρ = log(d/σ_t) per basis coefficient: t float64 ``[B]`` -> float64 ``[B, K, H, W]`` (−inf where d = 0; K as
+    the operator's spectrum)."""
+    require_basis(process.operator, "the log-SNR")
     spectrum = process.operator.spectrum(process.level(t), height, width)
-    return torch.log(spectrum) - torch.log(process.sigma(t)).view(-1, 1, 1)
+    return torch.log(spectrum) - torch.log(process.sigma(t)).view(-1, 1, 1, 1)
 
 
 STEPS: dict[str, Callable] = {"momentum": momentum_step, "naive": naive_step, "momentum_ode": momentum_ode_step}
@@ -194,6 +198,9 @@ def sample(
     if x_start is None and t_start != 1:
         raise ValueError(f"t_start = {t_start} needs x_start, the corrupted images at t_start (p_1, drawn "
                          "otherwise, is the law at t = 1)")  # fmt: skip
+    if sampler in SECOND_ORDER:
+        require_basis(process.operator, f"the {sampler} sampler")
+    process.check_image_size(shape[-2], shape[-1])
     checks = ValueChecks()  # the public inputs' values, read back together: one host sync
     if x_start is not None:
         checks.images("x_start", x_start)

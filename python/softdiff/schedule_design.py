@@ -9,7 +9,7 @@ whatever levels are chosen. (Designing with the noise of a level tied to ℓ / �
 never trained and sampled worse on the exact Gaussian denoiser.)
 
 Two estimators of W2(p_a, p_b), both in float64 and in the operator's orthonormal basis (z = DCT2(x) for the
-blur, z = x for masking), with d(ℓ) = ``operator.spectrum(ℓ)``:
+blur, the Haar coefficients for pixelation, z = x for masking), with d(ℓ) = ``operator.spectrum(ℓ)``:
 
 - ``coupled``: the synchronous coupling (the same x_0 at both levels),
       W2²(a, b) = E‖(C_a − C_b) x_0‖² = Σ_{c,k,l} (d_a − d_b)²_{kl} E[z_{ckl}²].
@@ -52,8 +52,15 @@ from pathlib import Path
 import torch
 
 from ._checks import check_choice
-from .operators import Identity, Masking, Operator, basis_second_moment, model_range_float64, operator_from_dict
-from .schedules import LevelSchedule, default_blur_max
+from .operators import (
+    Identity,
+    Operator,
+    basis_second_moment,
+    model_range_float64,
+    operator_from_dict,
+    require_basis,
+)
+from .schedules import LevelSchedule
 
 ESTIMATORS = ("coupled", "frechet")
 METHODS = ("shortest_path", "equal_arc")
@@ -68,18 +75,12 @@ class ScheduleFileError(ValueError):
 # --- estimators -----------------------------------------------------------------------------------------------
 
 
-def default_level_max(operator: Operator, height: int, width: int) -> float:
-    """The largest candidate level by default: 0.36 · min(H, W) pixels of blur, or every pixel masked."""
-    if isinstance(operator, Masking):
-        return 1.0
-    return default_blur_max(height, width)
-
-
 def _channel_spectra(operator: Operator, levels: torch.Tensor, image_shape: tuple[int, int, int]) -> torch.Tensor:
     """Eigenvalues d(ℓ) of C(ℓ) for every coefficient: levels ``[K]`` -> float64 ``[K, C·H·W]`` (channel-major)."""
     channels, height, width = image_shape
-    spectrum = operator.spectrum(levels.to(torch.float64), height, width)  # [K, H, W]
-    return spectrum[:, None].expand(-1, channels, -1, -1).reshape(levels.shape[0], -1)
+    require_basis(operator, "schedule design")
+    spectrum = operator.spectrum(levels.to(torch.float64), height, width)  # [K, 1 or C, H, W]
+    return spectrum.expand(-1, channels, -1, -1).reshape(levels.shape[0], -1)
 
 
 class CoupledW2:
@@ -100,22 +101,21 @@ class CoupledW2:
         """E[z²] over ``data`` ``[N, C, H, W]`` (uint8 or float in [-1, 1]), accumulated in float64 on its device."""
         return cls(basis_second_moment(operator, data, batch_size=batch_size), operator)
 
-    def _plane_spectra(self, levels: torch.Tensor) -> torch.Tensor:
-        """d(ℓ) ``[K, H·W]``: the spectrum is shared by the channels, so E[z²] is summed over them."""
-        _, height, width = self.image_shape
-        return self.operator.spectrum(levels.to(torch.float64), height, width).flatten(1)
+    def _spectra(self, levels: torch.Tensor) -> torch.Tensor:
+        """d(ℓ) ``[K, C·H·W]`` (channel-major, as the flattened E[z²])."""
+        return _channel_spectra(self.operator, levels, self.image_shape)
 
     def distances(self, levels_a: torch.Tensor, levels_b: torch.Tensor) -> torch.Tensor:
         """W2(ℓ_a[k], ℓ_b[k]) for level pairs ``[K]``, ``[K]`` -> float64 ``[K]``."""
-        weights = self.second_moments.sum(dim=0).flatten()
-        squared = (self._plane_spectra(levels_a) - self._plane_spectra(levels_b)).square() @ weights
+        weights = self.second_moments.flatten()
+        squared = (self._spectra(levels_a) - self._spectra(levels_b)).square() @ weights
         return squared.clamp(min=0).sqrt()
 
     def matrix(self, levels: torch.Tensor) -> torch.Tensor:
         """W2 between every pair of ``levels`` ``[M]``: float64 ``[M, M]``, entry (i, j) for i < j, +inf elsewhere."""
         count = levels.shape[0]
-        weights = self.second_moments.sum(dim=0).flatten()
-        spectra = self._plane_spectra(levels)
+        weights = self.second_moments.flatten()
+        spectra = self._spectra(levels)
         result = torch.full((count, count), math.inf, dtype=torch.float64)
         for i in range(count - 1):
             squared = (spectra[i + 1 :] - spectra[i]).square() @ weights
@@ -423,13 +423,15 @@ def design_schedule(
     Args:
         data: training images ``[N, C, H, W]``, uint8 [0, 255] or float in [-1, 1] (any device; computed in
             float64 there).
-        operator: ``DCTBlur()`` or ``Masking(seed)`` (``Identity`` has no levels to design).
+        operator: any operator with a basis (``DCTBlur()``, ``Pixelate()``, ``Desaturate()``, ``Masking(seed)``, a
+            ``Composite``; ``Identity`` has no levels to design).
         candidates: M, the candidate levels, evenly spaced over [0, level_max].
         keep: levels in the schedule, the clean level 0 and ``level_max`` included (2 ≤ keep ≤ candidates).
         estimator: ``"coupled"`` (per-coefficient synchronous coupling; any size) or ``"frechet"`` (Gaussian
             fits with full covariance; D = C·H·W ≤ ``max_dimension``).
         method: ``"shortest_path"`` (the paper's ε-graph) or ``"equal_arc"`` (equal W2 between neighbours).
-        level_max: the most corrupted level (default 0.36 · min(H, W) pixels of blur; 1 for masking).
+        level_max: the most corrupted level (default: the operator's ``default_level_max``: 0.36 · min(H, W) pixels
+            of blur, the coarsest Haar scale, 1 for masking, desaturation and composites).
         data_spec: the data set's spec string, recorded in the result.
         progress: show a progress bar (the Fréchet estimator takes seconds per pair of levels: hours).
 
@@ -438,7 +440,8 @@ def design_schedule(
     """
     images = _check_data(data)
     if not isinstance(operator, Operator):
-        raise TypeError(f"operator must be a softdiff Operator (DCTBlur, Masking); got {operator!r}")
+        raise TypeError(f"operator must be a softdiff Operator (DCTBlur, Pixelate, Masking, ...); got {operator!r}")
+    require_basis(operator, "schedule design")
     if isinstance(operator, Identity):
         raise ValueError("operator Identity() does not depend on its level: there is no level schedule to design")
     candidates = _check_count("candidates", candidates, 2)
@@ -449,11 +452,12 @@ def design_schedule(
     check_choice("method", method, METHODS)
     height, width = images.shape[-2:]
     if level_max is None:
-        level_max = default_level_max(operator, height, width)
+        level_max = operator.default_level_max(height, width)
     if isinstance(level_max, bool) or not isinstance(level_max, (int, float)) or not 0 < level_max < math.inf:
         raise ValueError(f"level_max must be a finite number > 0; got {level_max!r}")
     level_max = float(level_max)
     operator.check_levels(torch.tensor([level_max], dtype=torch.float64))
+    operator.check_size(level_max, height, width)
 
     if estimator == "frechet":
         measure = FrechetW2.from_data(images, operator, max_dimension=max_dimension)

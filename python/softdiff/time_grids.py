@@ -12,8 +12,8 @@
   The arc length A(t) of that curve is blended with t, S(t) = (1 − u) A(t)/A(t_start) + u t/t_start, and the
   nodes are equally spaced in S: steps go where each frequency is being resolved (for DCT blur, a window of
   t per frequency), and the share u keeps some everywhere. λ defaults to the natural-image power law
-  λ ∝ 1/(1 + k² + l²) with a mean pixel variance of 0.25 (DCT blur, and Identity, for which any basis will do)
-  or 0.25 everywhere (masking, in the pixel basis); pass the data's own spectrum to :func:`information_grid` for
+  λ ∝ 1/(1 + k² + l²) with a mean pixel variance of 0.25, seen in the operator's basis
+  (:func:`~softdiff.spectra.power_law_variance_in`); pass the data's own spectrum to :func:`information_grid` for
   a tailored grid.
 - an explicit grid: a float sequence or 1-D tensor of N + 1 strictly decreasing times from t_start to 0.
 """
@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .spectra import power_law_variance
+from .spectra import gaussian_basis, power_law_variance_in
 
 GRIDS = ("uniform", "edm", "information")
 EDM_RHO = 7.0
@@ -89,7 +89,7 @@ def information_grid(
     distances = []  # W2 between the laws of x̂_0 at neighbouring lattice times
     previous = None
     for chunk in lattice.split(64):
-        d = process.operator.spectrum(process.level(chunk), height, width)[:, None]  # [T, 1, H, W]
+        d = process.operator.spectrum(process.level(chunk), height, width)  # [T, K, H, W]
         snr = variance * d.square() / process.sigma(chunk).square().view(-1, 1, 1, 1)
         m = torch.sqrt(snr / (1.0 + snr))  # [T, C, H, W]
         if previous is not None:
@@ -160,9 +160,7 @@ def _image_shape(image_shape: Sequence[int]) -> tuple[int, int, int]:
 def _basis_variance(process, shape: tuple[int, int, int], variance: torch.Tensor | None) -> torch.Tensor:
     """λ in the operator's basis, float64 ``[C, H, W]``: given, or the default of the module docstring."""
     if variance is None:
-        if process.operator.dct_diagonal:
-            return power_law_variance(shape)
-        return torch.full(shape, 0.25, dtype=torch.float64)
+        return power_law_variance_in(gaussian_basis(process.operator), shape)
     if not isinstance(variance, torch.Tensor) or tuple(variance.shape) != shape:
         got = tuple(variance.shape) if isinstance(variance, torch.Tensor) else type(variance).__name__
         raise ValueError(f"variance must be a tensor of shape {shape} (the data's variances in the basis); got {got}")

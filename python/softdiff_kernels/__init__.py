@@ -4,13 +4,14 @@
     pixel_filter  y = F ⊙ (a − a2) + α c + β η
     seeded_normal η from (seed, stream, element) by Philox4x32-10, identical on every backend
     dct_matrix, dct2, idct2   the orthonormal DCT-II
+    separable_transform       rows @ x @ colsᵀ at pinned float32 precision (any separable basis)
     compute_dtype the dtype rule: float64 stays, every other dtype computes in float32
 
 Implementations: Triton kernels (``triton_dct_filter``, ``triton_pixel_filter``) and the PyTorch references
 (``reference``), chosen per call by :func:`backend` (``python -m softdiff_kernels`` explains the choice).
 """
 
-from .dct import dct2, dct_matrix, idct2
+from .dct import dct2, dct_matrix, idct2, separable_transform
 from .dispatch import backend, global_noise
 from .dtypes import compute_dtype
 from .ops import dct_filter, pixel_filter
@@ -27,4 +28,5 @@ __all__ = [
     "philox4x32",
     "pixel_filter",
     "seeded_normal",
+    "separable_transform",
 ]

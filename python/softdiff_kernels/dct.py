@@ -71,18 +71,24 @@ def matmul_fp32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a @ b
 
 
+def separable_transform(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """``rows @ x @ colsᵀ`` over the last two axes of ``x`` ``[..., H, W]`` (``rows`` ``[H, H]``, ``cols`` ``[W, W]``,
+    cast to the dtype and device of ``x``): a separable change of basis, in the dtype of ``x`` (also inside
+    ``torch.autocast``, which would otherwise round the matmuls to bfloat16/float16) at pinned float32 precision."""
+    rows, cols = (m.to(dtype=x.dtype, device=x.device) for m in (rows, cols))
+    with torch.autocast(x.device.type, enabled=False):
+        return matmul_fp32(matmul_fp32(rows, x), cols.T)
+
+
 def dct2(x: torch.Tensor) -> torch.Tensor:
-    """2-D orthonormal DCT-II over the last two axes: ``[..., H, W] -> [..., H, W]``, in the dtype of ``x`` (also
-    inside ``torch.autocast``, which would otherwise round the matmuls to bfloat16/float16)."""
+    """2-D orthonormal DCT-II over the last two axes: ``[..., H, W] -> [..., H, W]``, in the dtype of ``x``."""
     m_h = dct_matrix(x.shape[-2], dtype=x.dtype, device=x.device)
     m_w = dct_matrix(x.shape[-1], dtype=x.dtype, device=x.device)
-    with torch.autocast(x.device.type, enabled=False):
-        return matmul_fp32(matmul_fp32(m_h, x), m_w.T)
+    return separable_transform(x, m_h, m_w)
 
 
 def idct2(z: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`dct2` (its transpose): ``[..., H, W] -> [..., H, W]``, in the dtype of ``z``."""
     m_h = dct_matrix(z.shape[-2], dtype=z.dtype, device=z.device)
     m_w = dct_matrix(z.shape[-1], dtype=z.dtype, device=z.device)
-    with torch.autocast(z.device.type, enabled=False):
-        return matmul_fp32(matmul_fp32(m_h.T, z), m_w)
+    return separable_transform(z, m_h.T, m_w.T)

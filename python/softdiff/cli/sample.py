@@ -3,6 +3,7 @@
     python -m softdiff.sample --ckpt runs/demo --n 64 --steps 100 --sampler momentum --out samples/
     python -m softdiff.sample --ckpt runs/demo/checkpoints/ckpt-00001200.pt --seeds 0-49999 --out samples.npz
     python -m softdiff.sample --ckpt runs/demo --restore photo.png --t-start 0.3 --out restored/
+    python -m softdiff.sample --ckpt runs/pixelate --restore blocky.png --t-start auto --out restored/
     python -m softdiff.sample --ckpt runs/demo-cond --labels 0-9 --guidance 2 --n 100 --out digits.npz
 
 ``--ckpt`` is a checkpoint file or a run folder (its newest readable checkpoint). The EMA weights are used
@@ -20,9 +21,13 @@ class in turn: 0, 1, ..., 9, 0, ... for the digits, and ∅ for ``--restore``); 
 x̂_0 = x̂_0(∅) + W (x̂_0(y) − x̂_0(∅)) at every network evaluation (1, the default: plain conditional). The grid
 then has a column per listed label.
 
-Restoration (``--restore IMAGE``): the image, centre-cropped and resized to the model's resolution, is taken
-as x_T at ``--t-start`` T (``--add-noise`` first adds σ_T noise, for a clean but blurry input) and the
-sampler runs from T to 0. Writes ``restore-seed-N.png``: input | restored.
+Restoration (``--restore IMAGE``), for every operator (deblurring, super-resolution from a pixelated image,
+colourisation from a grey one, inpainting from a masked one): the image, centre-cropped and resized to the model's
+resolution, is taken as x_T at ``--t-start`` T (``--add-noise`` first adds σ_T noise, for a clean but corrupted
+input) and the sampler runs from T to 0. ``--t-start auto`` estimates the image's corruption level and noise by
+maximum likelihood under the data spectrum stored in the checkpoint, prints them, and brings the image to the
+process's state at the first T that is at least that corrupted (:mod:`softdiff.restoration`). Writes
+``restore-seed-N.png``: input | restored.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from ..compute import DEVICE_HELP, THREADS_HELP, command_device
 from ..conditioning import NO_LABEL
 from ..images import save_image_grid, to_model_range, to_uint8
 from ..loading import cycled, labels_to_draw, load_model, parse_seeds
+from ..restoration import estimate_corruption, start_at_estimate
 from ..samplers import SAMPLERS, sample
 from ..wording import plural
 
@@ -86,6 +92,16 @@ def load_restore_image(path: Path, resolution: int, channels: int = 3) -> torch.
     return to_model_range(array.permute(2, 0, 1)[None])
 
 
+def t_start_value(text: str) -> float | str:
+    """``--t-start``: a float, or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a float in (0, 1] or auto; got {text!r}") from None
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m softdiff.sample", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -113,8 +129,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=1.0,
         help="classifier-free guidance weight W with --labels (default 1: no guidance)",
     )
-    parser.add_argument("--restore", default=None, help="an image to deblur and denoise")
-    parser.add_argument("--t-start", type=float, default=None, help="the level of --restore's image, t in (0, 1]")
+    parser.add_argument("--restore", default=None,
+                        help="an image to restore (deblur, depixelate, colourise, inpaint: as the checkpoint's "
+                             "operator corrupts)")  # fmt: skip
+    parser.add_argument("--t-start", type=t_start_value, default=None,
+                        help="the corruption of --restore's image: t in (0, 1], or auto (estimated from "
+                             "it)")  # fmt: skip
     parser.add_argument("--add-noise", action="store_true", help="add σ(t_start) noise to --restore's image first")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -132,7 +152,9 @@ def parse_args(argv=None) -> argparse.Namespace:
          f"--restore writes an input | restored PNG per seed: give --out a folder, not a {kind}"),
         (args.labels is not None and kind == ".npy",
          "--out .npy holds the images alone: use a .npz to keep each image's --labels with it (under labels)"),
-        (args.t_start is not None and not 0 < args.t_start <= 1, f"--t-start must lie in (0, 1]; got {args.t_start}"),
+        (args.t_start not in (None, "auto") and not 0 < args.t_start <= 1,
+         f"--t-start must lie in (0, 1] or be auto; got {args.t_start}"),
+        (args.t_start == "auto" and args.add_noise, "--t-start auto adds the noise it needs: drop --add-noise"),
         (args.guidance < 0 or not np.isfinite(args.guidance), f"--guidance must be >= 0; got {args.guidance}"),
     ]  # fmt: skip
     for bad, message in problems:
@@ -183,6 +205,15 @@ def main(argv=None) -> int:
     if restore is not None and args.labels is None and label_list is not None:
         label_list = [NO_LABEL]  # the class of an image to restore is unknown: the unconditional branch ∅
     labels = cycled(label_list, len(seeds))
+    t_start, estimate = args.t_start, None
+    if restore is not None and t_start == "auto":
+        try:
+            estimate = estimate_corruption(process, restore)
+        except (TypeError, ValueError) as error:
+            raise SystemExit(f"{COMMAND}: --t-start auto: {error}") from error
+        t_start = estimate.t_start
+        if rank == 0:
+            print(f"{COMMAND}: --t-start auto: {estimate.describe(process.operator.level_unit)}", file=sys.stderr)
     out = Path(args.out)
     to_array = output_kind(args.out) in ARRAYS
     folder = out.parent if to_array else out
@@ -193,14 +224,16 @@ def main(argv=None) -> int:
     for start in range(0, len(mine), args.batch):
         batch_seeds = mine[start : start + args.batch]
         x_start = None
-        if restore is not None:
+        if restore is not None:  # each image's noise from its own seed, like everything else it depends on
+            eta = seeded_normal(torch.tensor(batch_seeds, device=device), shape, RESTORE_NOISE_STREAM)
             x_start = restore.expand(len(batch_seeds), -1, -1, -1).to(device)
-            if args.add_noise:  # each image's noise from its own seed, like everything else it depends on
-                t = torch.full((len(batch_seeds),), args.t_start, device=device)
-                eta = seeded_normal(torch.tensor(batch_seeds, device=device), shape, RESTORE_NOISE_STREAM)
+            if estimate is not None:
+                x_start = start_at_estimate(process, restore.to(device), estimate, eta)
+            elif args.add_noise:
+                t = torch.full((len(batch_seeds),), t_start, device=device)
                 x_start = x_start + process.sigma(t).view(-1, 1, 1, 1) * eta
         images = sample(denoiser, process, (len(batch_seeds), *shape), steps=args.steps, sampler=args.sampler,
-                        seeds=batch_seeds, x_start=x_start, t_start=args.t_start or 1.0, device=device,
+                        seeds=batch_seeds, x_start=x_start, t_start=t_start or 1.0, device=device,
                         labels=None if my_labels is None else my_labels[start : start + args.batch].to(device),
                         guidance=args.guidance, progress=not args.no_progress and rank == 0)  # fmt: skip
         images = images.clamp(-1, 1).cpu()

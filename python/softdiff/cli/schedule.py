@@ -20,7 +20,7 @@ import torch
 
 from ..compute import DEVICE_HELP, THREADS_HELP, command_device
 from ..data import DataError, load_images
-from ..operators import DCTBlur, Masking
+from ..operators import OPERATOR_NAMES, operator_from_name
 from ..schedule_design import ESTIMATORS, METHODS, DesignedSchedule, design_schedule
 
 
@@ -35,11 +35,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--plot", default=None, help="also write a PNG of the schedule (needs matplotlib)")
     parser.add_argument("--keep", type=int, default=32, help="levels in the schedule, 0 and the maximum included")
     parser.add_argument("--candidates", type=int, default=256, help="candidate levels from 0 to the maximum")
-    parser.add_argument("--operator", default="dct_blur", choices=("dct_blur", "masking"), help="corruption")
+    parser.add_argument("--operator", default="dct_blur",
+                        help=f"corruption: {'|'.join(OPERATOR_NAMES)}, or commuting ones joined by + "
+                             "(dct_blur+desaturate: levels are then the share s of each one's largest "
+                             "level)")  # fmt: skip
     parser.add_argument("--estimator", default="coupled", choices=ESTIMATORS, help="W2 estimator")
     parser.add_argument("--method", default="shortest_path", choices=METHODS, help="level selection")
     parser.add_argument("--level-max", type=float, default=None,
-                        help="largest level (default 0.36 x side pixels of blur; 1 for masking)")  # fmt: skip
+                        help="largest level (default 0.36 x side pixels of blur, the coarsest Haar scale of "
+                             "pixelate, 1 for masking, desaturate and composites)")  # fmt: skip
     parser.add_argument("--max-dimension", type=int, default=1024,
                         help="largest C·H·W for --estimator frechet (cost: D³ per pair of levels)")  # fmt: skip
     parser.add_argument("--device", default="cpu", help=f"where the statistics are computed: {DEVICE_HELP}")
@@ -60,7 +64,7 @@ def plot_schedule(schedule: DesignedSchedule, path: str | Path) -> Path:
     fine_t = torch.linspace(0, 1, 401, dtype=torch.float64)
     figure = Figure(figsize=(10, 4), layout="constrained")
     left, right = figure.subplots(1, 2)
-    unit = "σ_B (pixels)" if schedule.operator.basis == "dct" else "level"
+    unit = schedule.operator.level_unit
     left.plot(fine_t, LevelSchedule.sin2(schedule.level_max)(fine_t), color="tab:gray", label="default sin²")
     left.plot(schedule.t, schedule.levels, "o-", markersize=3, color="tab:blue", label=f"designed ({schedule.method})")
     left.set(xlabel="t", ylabel=unit, title="corruption level")
@@ -89,8 +93,8 @@ def main(argv=None) -> int:
         images = load_images(args.data, size=args.size)
     except (DataError, OSError, ValueError) as error:
         raise SystemExit(f"softdiff.schedule: cannot load --data {args.data!r}: {error}") from error
-    operator = DCTBlur() if args.operator == "dct_blur" else Masking()
     try:
+        operator = operator_from_name(args.operator, *images.shape[-2:])
         schedule = design_schedule(
             images.to(device),
             operator,

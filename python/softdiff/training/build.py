@@ -5,30 +5,37 @@ from __future__ import annotations
 import torch
 
 from ..networks import build_unet
-from ..operators import DCTBlur, Identity
+from ..operators import Identity, default_levels_max, operator_from_name
 from ..process import SoftDiffusionProcess
 from ..schedule_design import ScheduleFileError, level_schedule_from_file
-from ..schedules import GeometricNoise, LevelSchedule, default_blur_max
+from ..schedules import GeometricNoise, LevelSchedule
 from .config import TrainConfig
 
 
-def build_process(config: TrainConfig) -> SoftDiffusionProcess:
+def build_process(config: TrainConfig, channels: int | None = None) -> SoftDiffusionProcess:
+    """x_t = C_t x_0 + σ_t η for the run: ``--operator`` with sin² levels up to its largest (``--blur-max`` for a
+    blur) or the levels of ``--schedule-file``, and geometric noise. With ``channels``, checked on images of that
+    many channels (desaturation needs RGB)."""
     noise = GeometricNoise(config.sigma_min, config.sigma_max)
-    if config.operator == "identity":
-        return SoftDiffusionProcess(Identity(), noise=noise, levels=LevelSchedule.zero())
+    side = config.resolution
+    operator = operator_from_name(config.operator, side, side, blur_max=config.blur_max)
+    if isinstance(operator, Identity):
+        return SoftDiffusionProcess(operator, noise=noise, levels=LevelSchedule.zero())
     if config.schedule_file:
         try:
-            levels = level_schedule_from_file(
-                config.schedule_file, operator=DCTBlur(), image_size=(config.resolution,) * 2
-            )
+            levels = level_schedule_from_file(config.schedule_file, operator=operator, image_size=(side, side))
         except ScheduleFileError as error:
             raise SystemExit(f"softdiff.train: --schedule-file: {error}") from error
     else:
-        blur_max = config.blur_max
-        if blur_max is None:
-            blur_max = default_blur_max(config.resolution, config.resolution)
-        levels = LevelSchedule.sin2(blur_max)
-    return SoftDiffusionProcess(DCTBlur(), noise=noise, levels=levels)
+        levels = LevelSchedule.sin2(default_levels_max(operator, side, side, blur_max=config.blur_max))
+    process = SoftDiffusionProcess(operator, noise=noise, levels=levels)
+    try:
+        process.check_image_size(side, side)
+        if channels is not None:  # one corruption of a blank image: what the operator says of these images
+            process.apply(torch.zeros(1, channels, side, side), 1.0)
+    except ValueError as error:
+        raise SystemExit(f"softdiff.train: --operator {config.operator}: {error}") from error
+    return process
 
 
 def build_network(config: TrainConfig, channels: int, label_classes: int = 0):

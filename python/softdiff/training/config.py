@@ -18,10 +18,10 @@ from ..compute import DEVICE_HELP, THREADS_HELP
 from ..denoiser import PRECONDITIONINGS
 from ..losses import LOSSES, WEIGHTINGS
 from ..networks import NETWORK_SIZES
+from ..operators import OPERATOR_NAMES, default_levels_max, operator_from_name
 from ..prior import PRIOR_CHOICES
 from ..samplers import SAMPLERS
 
-OPERATORS = ("dct_blur", "identity")
 LR_DECAYS = ("none", "cosine")
 CONDITIONINGS = ("none", "class")
 AMP_MODES = ("off", "bf16", "fp16", "auto")
@@ -54,6 +54,16 @@ def _resolution_fits_net(config: TrainConfig) -> str | None:
     return None
 
 
+def _operator_named(config: TrainConfig) -> str | None:
+    side = config.resolution
+    try:
+        operator = operator_from_name(config.operator, side, side, blur_max=config.blur_max)
+        default_levels_max(operator, side, side, blur_max=config.blur_max)
+    except (TypeError, ValueError) as error:
+        return f"is not a usable corruption: {error}"
+    return None
+
+
 def _sigma_min_below_max(config: TrainConfig) -> str | None:
     return None if config.sigma_min <= config.sigma_max else f"must be <= --sigma-max ({config.sigma_max})"
 
@@ -76,11 +86,15 @@ class TrainConfig:
                                    "unconditional branch)", low=0, high=1, open_high=True)  # fmt: skip
     flips: bool = setting(True, "random horizontal flips (off for data they do not preserve, such as digits)")
     # the process
-    operator: str = setting("dct_blur", "corruption (identity: the Gaussian baseline)", choices=OPERATORS)
+    operator: str = setting("dct_blur", f"corruption: {'|'.join(OPERATOR_NAMES)}, or commuting ones joined by + "
+                            "(dct_blur+desaturate, pixelate+desaturate); identity: the Gaussian baseline",
+                            rule=_operator_named)  # fmt: skip
     sigma_min: float = setting(0.02, "noise σ at t=0, data in [-1, 1] units", low=0, open_low=True,
                                rule=_sigma_min_below_max)  # fmt: skip
     sigma_max: float = setting(100.0, "noise σ at t=1, data in [-1, 1] units", low=0, open_low=True)
-    blur_max: float | None = setting(None, "blur σ_B at t=1 in pixels (default 0.36 x resolution)", low=0)
+    blur_max: float | None = setting(None, "blur σ_B at t=1 in pixels (default 0.36 x resolution); the other "
+                                     "operators reach their full extent at t=1 (the coarsest Haar scale, grey, "
+                                     "every pixel masked)", low=0)  # fmt: skip
     schedule_file: str | None = setting(None, "designed levels instead of sin²: a JSON from python -m "
                                         "softdiff.schedule, or a designed name (shapes-32, mnist-32, ...)")  # fmt: skip
     prior: str = setting("auto", "p_1: auto (fit unless N(0, σ_1² I) is close to the law of x_1 in every DCT "

@@ -204,7 +204,7 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
             raise SystemExit(f"softdiff.train: --cond class needs labelled data; {config.data} has no labels")
         label_classes = data.classes
     channels = images.shape[1]
-    process = build_process(config)
+    process = build_process(config, channels)
     net = build_network(config, channels, label_classes).to(device)
     ema = copy.deepcopy(net).requires_grad_(False).eval()
     # fused: one kernel for all parameters, and its step counts stay on the device (the default implementation
@@ -236,6 +236,8 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
                                             config.prior)  # fmt: skip
         process.prior = prior
         notes.append(prior_note)
+        if process.operator.has_basis:  # what --t-start auto of softdiff.sample weighs a corrupted input against
+            process.fit_data_spectrum(images)
         if config.precond == "wiener":
             second_moment = data_second_moment(process.operator, images)
     on_disk = None if resumed is None else (start_step, resumed[1])  # (step, path) of the newest checkpoint
@@ -268,6 +270,9 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
               f"net {config.net} ({count_parameters(net) / 1e6:.2f}M parameters, {precision}{conditioning}), "
               f"{compute_summary(device, threads)}, {plural(ddp.world, 'rank')}, steps {start_step}->{config.steps}, "
               f"out {out}", flush=True)  # fmt: skip
+        print(f"softdiff.train: corruption {process.operator.label} up to level {process.levels.level_max:g} "
+              f"({process.operator.level_unit}), noise σ {process.noise.sigma_min:g} -> {process.noise.sigma_max:g}",
+              flush=True)  # fmt: skip
         for note in notes:
             print(f"softdiff.train: {note}", flush=True)
 
