@@ -83,12 +83,16 @@ def parse_samplers(text: str) -> tuple[str, ...]:
 
 
 def oracle_process(operator: str, size: int, levels: sd.LevelSchedule | None = None) -> sd.SoftDiffusionProcess:
-    """DCT blur + noise with the default schedule (or ``levels``), or the Gaussian baseline (Identity)."""
+    """DCT blur + noise with the default schedule (or ``levels``), or the Gaussian baseline (Identity); its data
+    spectrum (what the ancestral sampler reads) is the oracle's power law at 3×size×size."""
     noise = sd.GeometricNoise(SIGMA_MIN, SIGMA_MAX)
     if operator == "identity":
-        return sd.SoftDiffusionProcess(sd.Identity(), noise=noise, levels=sd.LevelSchedule.zero())
-    levels = levels or sd.LevelSchedule.sin2(BLUR_FRACTION * size)
-    return sd.SoftDiffusionProcess(sd.DCTBlur(), noise=noise, levels=levels)
+        process = sd.SoftDiffusionProcess(sd.Identity(), noise=noise, levels=sd.LevelSchedule.zero())
+    else:
+        levels = levels or sd.LevelSchedule.sin2(BLUR_FRACTION * size)
+        process = sd.SoftDiffusionProcess(sd.DCTBlur(), noise=noise, levels=levels)
+    process.data_spectrum = sd.oracle.GaussianDenoiser.power_law(process, (3, size, size)).data_spectrum()
+    return process
 
 
 def default_levels_label(size: int) -> str:
@@ -269,6 +273,9 @@ def checkpoint_records(args) -> list[dict]:
     records = []
     with tempfile.TemporaryDirectory() as folder:
         for sampler in args.ckpt_samplers:
+            if sampler in sd.samplers.NEEDS_DATA_SPECTRUM and process.data_spectrum is None:
+                print(f"skipping {sampler}: the checkpoint stores no data spectrum (trained by an older version)")
+                continue
             for nfe in args.ckpt_nfe:
                 images = []
                 start = time.perf_counter()

@@ -35,7 +35,7 @@ from softdiff.closed_form import monte_carlo_w2_moments, output_variance
 from softdiff.data import load_images
 from softdiff.images import to_model_range
 from softdiff.samplers import SAMPLERS
-from softdiff.spectra import relative_w2
+from softdiff.spectra import DataSpectrum, relative_w2
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -95,7 +95,12 @@ def main(argv=None) -> dict:
         noise = sd.GeometricNoise(0.02, sigma_max)
         run = {}
         for name, levels in schedules.items():
-            process = sd.SoftDiffusionProcess(sd.DCTBlur(), noise=noise, levels=levels)
+            process = sd.SoftDiffusionProcess(
+                sd.DCTBlur(),
+                noise=noise,
+                levels=levels,
+                data_spectrum=DataSpectrum(torch.zeros_like(variance), variance, count=1),
+            )
             table = {
                 sampler: {
                     nfe: relative_w2(variance, output_variance(variance, process, nfe, sampler, start_variance="exact"))

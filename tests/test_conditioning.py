@@ -11,6 +11,7 @@ import softdiff as sd
 from softdiff.conditioning import NO_LABEL, drop_labels, guided_denoiser
 from softdiff.networks import build_unet
 from softdiff.samplers import SAMPLERS
+from softdiff.spectra import DataSpectrum
 
 
 class PerLabelConstant:
@@ -56,7 +57,9 @@ def test_guidance_is_the_ho_salimans_mix_from_one_call_on_a_doubled_batch():
 def test_every_sampler_ends_on_the_guided_prediction(sampler):
     """With x̂_0 = m_y constant, every sampler's last x̂_0 is the guided mix m_∅ + w (m_y − m_∅) exactly."""
     oracle = PerLabelConstant()
-    process = sd.SoftDiffusionProcess(sd.DCTBlur(), noise=sd.GeometricNoise(0.02, 5.0), levels=sd.LevelSchedule.sin2(2))
+    spectrum = DataSpectrum(torch.zeros(1, 8, 8), torch.ones(1, 8, 8), count=1)  # for the ancestral sampler
+    process = sd.SoftDiffusionProcess(sd.DCTBlur(), noise=sd.GeometricNoise(0.02, 5.0), levels=sd.LevelSchedule.sin2(2),
+                                      data_spectrum=spectrum)  # fmt: skip
     labels = torch.tensor([1, 7, NO_LABEL, 4])
     for w in (1.0, 3.0):
         x = sd.sample(oracle, process, (4, 1, 8, 8), steps=6, sampler=sampler, seeds=range(4), labels=labels,

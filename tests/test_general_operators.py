@@ -277,6 +277,7 @@ def test_closed_form_matches_monte_carlo_for_the_general_operators(name):
     proc = sd.SoftDiffusionProcess(operator, noise=sd.GeometricNoise(0.02, 20.0),
                                    levels=sd.LevelSchedule.sin2(level_max))  # fmt: skip
     oracle = sd.oracle.GaussianDenoiser.power_law(proc, shape)
+    proc.data_spectrum = oracle.data_spectrum()
     samples = 600
     for sampler in sd.samplers.SAMPLERS:
         x = sd.sample(oracle, proc, (samples, *shape), steps=5, sampler=sampler, seeds=range(samples),

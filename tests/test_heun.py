@@ -152,7 +152,9 @@ class RecordingOracle:
 @pytest.mark.parametrize("grid", ["edm", "information", "explicit"])
 def test_sample_calls_the_network_once_per_grid_time(sampler, grid):
     process = blur_process()
-    oracle = RecordingOracle(sd.oracle.GaussianDenoiser.power_law(process, (1, 6, 6)))
+    gaussian = sd.oracle.GaussianDenoiser.power_law(process, (1, 6, 6))
+    process.data_spectrum = gaussian.data_spectrum()  # for the ancestral sampler
+    oracle = RecordingOracle(gaussian)
     steps = 7
     times = (
         [1.0, 0.9, 0.5, 0.45, 0.3, 0.1, 0.05, 0.0]

@@ -13,6 +13,7 @@ import softdiff as sd
 from softdiff.cli.train import main as train
 from softdiff.denoiser import Denoiser
 from softdiff.networks import build_unet
+from softdiff.spectra import DataSpectrum
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -43,7 +44,12 @@ def zeros(x_t, t, labels=None):
 
 
 def process():
-    return sd.SoftDiffusionProcess(sd.DCTBlur(), noise=sd.GeometricNoise(0.02, 5.0), levels=sd.LevelSchedule.sin2(3))
+    return sd.SoftDiffusionProcess(
+        sd.DCTBlur(),
+        noise=sd.GeometricNoise(0.02, 5.0),
+        levels=sd.LevelSchedule.sin2(3),
+        data_spectrum=DataSpectrum(torch.zeros(SHAPE[1:]), torch.ones(SHAPE[1:]), count=1),
+    )
 
 
 @pytest.mark.parametrize("sampler", sd.samplers.SAMPLERS)

@@ -3,10 +3,12 @@ Gaussian oracle."""
 
 import numpy as np
 import pytest
+import scipy.fft
 import torch
 
 import softdiff as sd
 import softdiff_kernels as sk
+from softdiff.spectra import DataSpectrum
 from tests.conftest import assert_close, blur_reference
 
 SHAPE = (3, 2, 7, 9)
@@ -62,13 +64,25 @@ def test_steps_with_blur_match_the_equations(dtype, generator):
     c = blur_reference(x0_hat.double().numpy(), schedule(T).numpy())
     c_next = blur_reference(x0_hat.double().numpy(), schedule(T_NEXT).numpy())
     x, eta = x_t.double().numpy(), noise.double().numpy()
+    # ancestral: its posterior term in the DCT basis, from a random data spectrum v
+    height, width = x.shape[-2:]
+    variance = torch.rand(x.shape[1:], generator=generator, dtype=torch.float64) + 0.05
+    proc.data_spectrum = DataSpectrum(torch.zeros_like(variance), variance, count=1)
+    xi = torch.randn(x.shape, generator=generator, dtype=torch.float64).to(dtype)
+    omega = (np.pi * np.arange(height) / height)[:, None] ** 2 + (np.pi * np.arange(width) / width)[None] ** 2
+    d, d_next = (np.exp(-0.5 * schedule(v).numpy()[:, None, None, None] ** 2 * omega) for v in (T, T_NEXT))
+    r2 = (s_next / s) ** 2
+    posterior = variance.numpy() * s**2 / (d**2 * variance.numpy() + s**2)
+    extra = scipy.fft.idctn((d_next - r2 * d) * np.sqrt(posterior) * xi.double().numpy(), type=2, norm="ortho",
+                            axes=(-2, -1))  # fmt: skip
     expected = {
         "naive": c_next + s_next * eta,
-        "momentum": c_next + (s_next / s) ** 2 * (x - c) + np.sqrt(s**2 - s_next**2) * eta,
+        "momentum": c_next + r2 * (x - c) + np.sqrt(s**2 - s_next**2) * eta,
         "momentum_ode": c_next + (s_next / s) * (x - c),
+        "ancestral": c_next + r2 * (x - c) + s_next * np.sqrt(1 - r2) * eta + extra,
     }
     for name, step in sd.samplers.STEPS.items():
-        out = step(proc, x_t, x0_hat, T, T_NEXT, noise)
+        out = step(proc, x_t, x0_hat, T, T_NEXT, (noise, xi) if name == "ancestral" else noise)
         assert out.dtype == dtype
         assert_close(out, expected[name], dtype, scale=10)
 
@@ -95,9 +109,15 @@ class RecordingDenoiser:
         return torch.tanh(x) * 0.5 + 0.1 * t.view(-1, 1, 1, 1)
 
 
+def unit_spectrum(shape):
+    """A data spectrum of zero means and unit variances (what the ancestral sampler reads)."""
+    return DataSpectrum(torch.zeros(shape), torch.ones(shape), count=1)
+
+
 @pytest.mark.parametrize("sampler", sd.samplers.SAMPLERS)
 def test_sample_runs_nfe_calls_on_the_shared_grid_and_returns_last_prediction(sampler):
-    proc = sd.SoftDiffusionProcess(sd.DCTBlur(), noise=sd.GeometricNoise(0.02, 10.0), levels=sd.LevelSchedule.sin2(2.0))
+    proc = sd.SoftDiffusionProcess(sd.DCTBlur(), noise=sd.GeometricNoise(0.02, 10.0), levels=sd.LevelSchedule.sin2(2.0),
+                                   data_spectrum=unit_spectrum((1, 6, 6)))  # fmt: skip
     denoiser = RecordingDenoiser()
     out = sd.sample(denoiser, proc, (2, 1, 6, 6), steps=5, sampler=sampler, seeds=[1, 2])
     assert len(denoiser.calls) == 5
@@ -110,7 +130,8 @@ def test_sample_runs_nfe_calls_on_the_shared_grid_and_returns_last_prediction(sa
 
 @pytest.mark.parametrize("sampler", sd.samplers.SAMPLERS)
 def test_a_sample_depends_only_on_its_seed(sampler):
-    proc = sd.SoftDiffusionProcess(sd.DCTBlur(), noise=sd.GeometricNoise(0.02, 10.0), levels=sd.LevelSchedule.sin2(2.0))
+    proc = sd.SoftDiffusionProcess(sd.DCTBlur(), noise=sd.GeometricNoise(0.02, 10.0), levels=sd.LevelSchedule.sin2(2.0),
+                                   data_spectrum=unit_spectrum((3, 5, 7)))  # fmt: skip
     denoiser = RecordingDenoiser()
     batch = sd.sample(denoiser, proc, (4, 3, 5, 7), steps=6, sampler=sampler, seeds=[9, 4, 100, 7])
     alone = sd.sample(denoiser, proc, (1, 3, 5, 7), steps=6, sampler=sampler, seeds=[100])

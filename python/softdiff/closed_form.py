@@ -8,6 +8,8 @@ Every step of :mod:`softdiff.samplers` is then linear per coefficient, with r = 
 
     momentum      z' = a z + √(σ² − σ'²) ξ,  a = d' g + r² (1 − d g)   ⇒  v' = a² v + σ² − σ'²
     naive         z' = d' g z + σ' ξ                                   ⇒  v' = (d' g)² v + σ'²
+    ancestral     z' = a z + σ' √(1 − r²) ξ + (d' − r² d) √P ξ₂,  a as momentum, P = v_s σ²/(d² v_s + σ²)
+                  (v_s: the process's data spectrum)                 ⇒  v' = a² v + σ'² (1 − r²) + (d' − r² d)² P
     momentum_ode  z' = a z,                  a = d' g + r (1 − d g)
     multistep     z' = a z + T (g° z° − g z),  T = d' ψ(h)/(ρ° − ρ), ρ = log(d/σ), h = ρ' − ρ, ψ(h) = h − 1 + e^{−h}
     heun          the multistep prediction, then the trapezoid redo of the previous step (see the samplers).
@@ -36,7 +38,7 @@ from .samplers import SAMPLERS, log_snr
 from .spectra import wiener_gain
 from .time_grids import resolve_grid
 
-STOCHASTIC = ("momentum", "naive")
+STOCHASTIC = ("momentum", "naive", "ancestral")
 
 
 def output_variance(
@@ -89,6 +91,9 @@ def _setup(variance, process, steps, sampler, grid, t_start):
     if not bool(torch.isfinite(variance).all()) or bool((variance < 0).any()):
         raise ValueError("variance must be finite and >= 0")
     lam = variance.detach().to("cpu", torch.float64)
+    if sampler == "ancestral" and (process.data_spectrum is None or process.data_spectrum.variance.shape != lam.shape):
+        raise ValueError("the ancestral sampler's closed form needs the process's data spectrum, of the variance's "
+                         "shape (process.data_spectrum)")  # fmt: skip
     times = resolve_grid(grid, process, tuple(lam.shape), steps, float(t_start))
     return lam, times, _Coefficients(process, lam)
 
@@ -125,6 +130,11 @@ class _Coefficients:
         self.process, self.lam = process, lam
         self.height, self.width = lam.shape[-2:]
         self.cache = {}
+
+    def posterior(self, d: torch.Tensor, sigma: float) -> torch.Tensor:
+        """P = v_s σ² / (d² v_s + σ²) with v_s the process's data spectrum (what the ancestral sampler adds)."""
+        variance = self.process.data_spectrum.variance.to(torch.float64)
+        return variance * sigma**2 / (d.square() * variance + sigma**2)
 
     def at(self, t: float) -> tuple[torch.Tensor, float, torch.Tensor, torch.Tensor]:
         if t not in self.cache:
@@ -168,9 +178,14 @@ def _stochastic(sampler: str, coefficients: _Coefficients, times: torch.Tensor, 
         if i == steps - 1:
             return gain.square() * v
         d_next, sigma_next, _, _ = coefficients.at(float(times[i + 1]))
-        if sampler == "momentum":
+        if sampler in ("momentum", "ancestral"):
             ratio = (sigma_next / sigma) ** 2
-            v = (d_next * gain + ratio * (1 - d * gain)).square() * v + max(sigma**2 - sigma_next**2, 0.0)
+            v = (d_next * gain + ratio * (1 - d * gain)).square() * v
+            if sampler == "momentum":
+                v = v + max(sigma**2 - sigma_next**2, 0.0)
+            else:
+                posterior = coefficients.posterior(d, sigma)
+                v = v + sigma_next**2 * max(1 - ratio, 0.0) + (d_next - ratio * d).square() * posterior
         else:
             v = (d_next * gain).square() * v + sigma_next**2
     raise AssertionError("unreachable")

@@ -23,7 +23,7 @@ import softdiff_kernels as sk
 
 from ._checks import as_times, check_images
 from .operators import require_basis
-from .spectra import gaussian_basis, power_law_variance_in, relative_w2, wiener_gain
+from .spectra import DataSpectrum, gaussian_basis, power_law_variance_in, relative_w2, wiener_gain
 
 
 class EmpiricalDenoiser:
@@ -112,6 +112,11 @@ class GaussianDenoiser:
         zero mean."""
         basis = gaussian_basis(process.operator)
         return cls(power_law_variance_in(basis, shape, pixel_variance=pixel_variance), process)
+
+    def data_spectrum(self) -> DataSpectrum:
+        """The exact per-coefficient mean and variance of this law (``process.data_spectrum`` for the ancestral
+        sampler and ``--t-start auto``)."""
+        return DataSpectrum(self.basis.forward(self.mean), self.variance, count=0)
 
     def sample_data(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """n draws of x_0 ~ N(μ, Σ): float64 ``[n, C, H, W]`` (on the CPU)."""

@@ -9,6 +9,19 @@ is DDIM (Euler for VE); with σ' = σ momentum is Cold Diffusion's improved step
 
 Every step is one fused op: Σ_j w_j C(level_j) x̂_0 + α x_t + β η with (w, α, β) from the table above.
 
+Ancestral (beyond the paper). Couple the noises of t' < t as x_t = C x_0 + σ' ε + √(σ² − σ'²) ε₂,
+x_{t'} = C' x_0 + σ' ε. Then given x_0, x_{t'} | x_t ~ N(C' x_0 + r² (x_t − C x_0), σ'² (1 − r²) I), r = σ'/σ,
+and averaging x_0 over its posterior (mean x̂_0, covariance Σ) gives the exact reverse transition's mean and covariance:
+    mean C' x̂_0 + r² (x_t − C x̂_0),   covariance σ'² (1 − r²) I + (C' − r² C) Σ (C' − r² C)ᵀ.
+Momentum takes that mean with a noise of √(σ² − σ'²) and no posterior term. ``ancestral`` takes both, with Σ the
+posterior covariance of Gaussian data whose variances per coefficient of the operator's basis are the process's
+data spectrum v (``process.data_spectrum``): diagonal, P = v σ² / (d² v + σ²), so
+    ancestral     x_{t'} = C' x̂_0 + r² (x_t − C x̂_0) + σ' √(1 − r²) η + Bᵀ[(d' − r² d) √P ⊙ ξ].
+It is exact at any NFE for such Gaussian data (with the exact x̂_0). The posterior term matters where C' − r² C stays
+large however small the step: a coefficient revealed within the step (d: 0 → 1, as masked pixels) has no
+information in x_t, and the mean x̂_0 alone would reveal it without its spread (the variance analogue of Bao et al.'s
+Analytic-DPM, 2022, per coefficient of C's basis). Two ops: the momentum-like fused op, and the posterior term.
+
 Second order (beyond the paper). The probability-flow ODE of x_t = C_t x_0 + σ_t η is the mean of the
 conditional velocity Ċ_t x_0 + σ̇_t η given x_t:
     dx/dt = Ċ_t x̂_0 + (σ̇_t/σ_t)(x − C_t x̂_0),   so   d(x/σ_t)/dt = (d/dt)(C_t/σ_t) x̂_0.
@@ -37,14 +50,17 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from softdiff_kernels import compute_dtype
+from softdiff_kernels import compute_dtype, seeded_normal
 
 from ._checks import ValueChecks, as_times, check_choice, check_images, check_values_enabled, trusted_values
 from .conditioning import check_labels, guided_denoiser
 from .operators import require_basis
+from .spectra import gaussian_basis
 from .time_grids import resolve_grid, uniform_grid
 
-SAMPLERS = ("momentum", "naive", "momentum_ode", "multistep", "heun")
+SAMPLERS = ("momentum", "naive", "momentum_ode", "multistep", "heun", "ancestral")
+NEEDS_DATA_SPECTRUM = ("ancestral",)
+POSTERIOR_STREAM_OFFSET = 2**31  # ancestral's ξ at step i: stream i + 1 + 2^31 (η: i + 1; the prior: 0)
 SECOND_ORDER = ("multistep", "heun")
 
 
@@ -94,6 +110,36 @@ def momentum_step(process, x_t, x0_hat, t, t_next, noise=None, *, seeds=None, st
     )
 
 
+def ancestral_step(process, x_t, x0_hat, t, t_next, noise=None, *, seeds=None, stream=1):
+    """x_{t'} = C' x̂_0 + r² (x_t − C x̂_0) + σ' √(1 − r²) η + Bᵀ[(d' − r² d) √P ⊙ ξ], r = σ'/σ (module docstring):
+    the exact transition for Gaussian data whose coefficient variances are the process's data spectrum.
+
+    ``noise``: a pair (η, ξ) of ``[B, C, H, W]`` tensors (ξ: coefficients in the basis B), or ``seeds`` int64 ``[B]``
+    and ``stream`` (η from ``stream``, ξ from ``stream`` + :data:`POSTERIOR_STREAM_OFFSET`). Shapes as
+    :func:`naive_step`.
+    """
+    eta, xi = (None, None) if noise is None else _noise_pair(noise)
+    sigma, sigma_next, level, level_next = _step_inputs(process, x_t, x0_hat, t, t_next, eta, seeds, stochastic=True)
+    if xi is not None:
+        check_images("noise[1]", xi, like=x_t, like_name="x_t")
+    basis, variance = _posterior_setup(process, x_t)
+    ratio = (sigma_next / sigma).square()
+    first = process.operator.combine(x0_hat, [level_next, level], [torch.ones_like(ratio), -ratio], alpha=ratio,
+                                     c=x_t, beta=sigma_next * (1 - ratio).clamp_min(0).sqrt(), noise=eta, seeds=seeds,
+                                     stream=stream)  # fmt: skip
+    height, width = x_t.shape[-2:]
+    d = process.operator.spectrum(level, height, width)
+    d_next = process.operator.spectrum(level_next, height, width)
+    sigma_sq = sigma.square().view(-1, 1, 1, 1)
+    posterior = variance * sigma_sq / (d.square() * variance + sigma_sq)  # Var[z_0 | z_t], Gaussian with spectrum v
+    weight = (d_next - ratio.view(-1, 1, 1, 1) * d) * posterior.sqrt()  # [B, C, H, W]
+    if xi is None:
+        xi = seeded_normal(seeds, tuple(x_t.shape[1:]), stream + POSTERIOR_STREAM_OFFSET)
+    dtype = compute_dtype(x_t.dtype)
+    extra = basis.inverse(weight.to(dtype) * xi.to(dtype))
+    return (first.to(dtype) + extra).to(x_t.dtype)
+
+
 def momentum_ode_step(process, x_t, x0_hat, t, t_next, noise=None, *, seeds=None, stream=1):
     """x_{t'} = C' x̂_0 + (σ'/σ)(x_t − C x̂_0), deterministic (``noise``, ``seeds``, ``stream`` are ignored;
     they are accepted so that every step has the same signature)."""
@@ -133,7 +179,26 @@ def log_snr(process, t: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return torch.log(spectrum) - torch.log(process.sigma(t)).view(-1, 1, 1, 1)
 
 
-STEPS: dict[str, Callable] = {"momentum": momentum_step, "naive": naive_step, "momentum_ode": momentum_ode_step}
+STEPS: dict[str, Callable] = {"momentum": momentum_step, "naive": naive_step, "momentum_ode": momentum_ode_step,
+                              "ancestral": ancestral_step}  # fmt: skip
+
+
+def _noise_pair(noise) -> tuple[torch.Tensor, torch.Tensor]:
+    if not (isinstance(noise, (tuple, list)) and len(noise) == 2):
+        raise TypeError("the ancestral step takes noise as a pair (η, ξ) of tensors like x_t, or seeds")
+    return noise[0], noise[1]
+
+
+def _posterior_setup(process, x_t: torch.Tensor):
+    """(the Gaussian basis, the data spectrum's variances ``[C, H, W]`` on x_t's device) for the ancestral step."""
+    require_basis(process.operator, "the ancestral sampler")
+    if process.data_spectrum is None:
+        raise ValueError("the ancestral sampler needs the data's spectrum: process.fit_data_spectrum(images) (every "
+                         "checkpoint trained by this version stores it)")  # fmt: skip
+    variance = process.data_spectrum.variance
+    if tuple(variance.shape) != tuple(x_t.shape[1:]):
+        raise ValueError(f"the data spectrum is for images {tuple(variance.shape)}, not {tuple(x_t.shape[1:])}")
+    return gaussian_basis(process.operator), variance.to(device=x_t.device)
 
 
 def time_grid(steps: int, t_start: float = 1.0) -> torch.Tensor:
@@ -200,6 +265,8 @@ def sample(
                          "otherwise, is the law at t = 1)")  # fmt: skip
     if sampler in SECOND_ORDER:
         require_basis(process.operator, f"the {sampler} sampler")
+    if sampler in NEEDS_DATA_SPECTRUM:
+        _posterior_setup(process, torch.empty(1, *shape[1:]))
     process.check_image_size(shape[-2], shape[-1])
     checks = ValueChecks()  # the public inputs' values, read back together: one host sync
     if x_start is not None:
