@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 import softdiff as sd
-from softdiff.data import load_data
+from softdiff.data.loaders import load_data
 from softdiff.images import save_image_grid, to_model_range
 from softdiff.loading import load_model
 from softdiff.restoration import estimate_corruption, start_at_estimate
