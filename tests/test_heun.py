@@ -1,5 +1,6 @@
-"""Second-order samplers (multistep, heun) and time grids: the step against a quadrature of the probability-flow
-ODE, its order of accuracy against the exact flow of Gaussian data, the drivers' NFE accounting, the grids."""
+"""Multistep samplers (second order: multistep, heun; third order: multistep3, heun3) and time grids: the steps
+against a quadrature of the probability-flow ODE, their order of accuracy against the exact flow of Gaussian data,
+the drivers' NFE accounting, the grids."""
 
 import itertools
 import math
@@ -11,6 +12,7 @@ import torch
 
 import softdiff as sd
 from softdiff import time_grids
+from softdiff.sampler_kinds import MULTISTEP_ORDER
 from tests.conftest import TOLERANCE, assert_close
 
 SHAPE = (3, 2, 7, 9)
@@ -31,7 +33,14 @@ def identity_process():
 
 def quadrature_step(process, x_t, x0_hat, x0_other, t, t_next, t_other):
     """x_{t'}/σ' = x_t/σ + ∫_ρ^ρ' e^s x̂_0(s) ds per DCT coefficient (scipy DCT), x̂_0 linear in s through
-    (ρ_t, x̂_0), (ρ_°, x̂_0°), integrated with Simpson's rule on 4001 points: float64 numpy [B, C, H, W]."""
+    (ρ_t, x̂_0), (ρ_°, x̂_0°): :func:`polynomial_quadrature_step` with one other call."""
+    return polynomial_quadrature_step(process, x_t, x0_hat, t, t_next, [(x0_other, t_other)])
+
+
+def polynomial_quadrature_step(process, x_t, x0_hat, t, t_next, others):
+    """x_{t'}/σ' = x_t/σ + ∫_ρ^ρ' e^s x̂_0(s) ds per DCT coefficient (scipy DCT), x̂_0 the Lagrange polynomial in s
+    through (ρ_t, x̂_0) and (ρ_j, x̂_j) for (x̂_j, t_j) in ``others``, integrated with Simpson's rule on 4001 points:
+    float64 numpy [B, C, H, W]."""
     height, width = x_t.shape[-2:]
     dct = lambda v: scipy.fft.dctn(v.double().numpy(), type=2, norm="ortho", axes=(-2, -1))  # noqa: E731
 
@@ -41,16 +50,23 @@ def quadrature_step(process, x_t, x0_hat, x0_other, t, t_next, t_other):
         log_d = -0.5 * level**2 * omega if isinstance(process.operator, sd.DCTBlur) else 0 * level
         return log_d - np.log(process.sigma(time).numpy())[:, None, None, None]
 
-    rho, rho_next, rho_other = log_snr(t), log_snr(t_next), log_snr(t_other)
-    z, z0, z0_other = dct(x_t), dct(x0_hat), dct(x0_other)
+    rho, rho_next = log_snr(t), log_snr(t_next)
+    nodes = [(rho, dct(x0_hat)), *((log_snr(time), dct(x0)) for x0, time in others)]
     fraction = np.linspace(0.0, 1.0, 4001)[:, None, None, None, None]
     s = rho + fraction * (rho_next - rho)  # [P, B, 1, H, W]
-    integrand = np.exp(s) * (z0 + (s - rho) / (rho_other - rho) * (z0_other - z0))
+    polynomial = 0.0
+    for j, (rho_j, z0_j) in enumerate(nodes):
+        basis = 1.0
+        for m, (rho_m, _) in enumerate(nodes):
+            if m != j:
+                basis = basis * (s - rho_m) / (rho_j - rho_m)
+        polynomial = polynomial + basis * z0_j
+    integrand = np.exp(s) * polynomial
     weights = np.ones(4001)
     weights[1:-1:2], weights[2:-1:2] = 4, 2
     integral = (rho_next - rho) * np.tensordot(weights, integrand, axes=1) / (3 * 4000)
     sigma, sigma_next = (process.sigma(v).numpy()[:, None, None, None] for v in (t, t_next))
-    z_next = sigma_next * (z / sigma + integral)
+    z_next = sigma_next * (dct(x_t) / sigma + integral)
     return scipy.fft.idctn(z_next, type=2, norm="ortho", axes=(-2, -1))
 
 
@@ -69,6 +85,32 @@ def test_second_order_step_is_the_exact_integral_with_x0_linear_in_log_snr(make,
     )
     assert out.dtype == dtype
     assert_close(out, expected, dtype, scale=1e3 if dtype == torch.float64 else 10)  # Simpson's error ~1e-8
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("others", ["previous two", "next and previous"])
+@pytest.mark.parametrize("make", [blur_process, identity_process])
+def test_third_order_step_is_the_exact_integral_with_x0_quadratic_in_log_snr(make, others, dtype, generator):
+    """multistep3's step (the two previous calls) and heun3's redo (the call at the step's end and the previous
+    one) against Simpson's rule on e^s times the quadratic through the three calls."""
+    process = make()
+    x_t, x0_hat, x0_a, x0_b = (torch.randn(SHAPE, generator=generator, dtype=torch.float64) for _ in range(4))
+    t = torch.tensor([0.9, 0.5, 0.31], dtype=torch.float64)
+    t_next = torch.tensor([0.8, 0.45, 0.2], dtype=torch.float64)
+    previous = torch.tensor([0.97, 0.55, 0.4], dtype=torch.float64)
+    t_a, t_b = (previous, torch.tensor([0.99, 0.6, 0.5], dtype=torch.float64)) if others == "previous two" else (
+        t_next, previous)  # fmt: skip
+    expected = polynomial_quadrature_step(process, x_t, x0_hat, t, t_next, [(x0_a, t_a), (x0_b, t_b)])
+    cast = [v.to(dtype) for v in (x_t, x0_hat, x0_a, x0_b)]
+    out = sd.samplers.third_order_step(process, cast[0], cast[1], t, t_next, cast[2], t_a, cast[3], t_b)
+    assert out.dtype == dtype
+    assert_close(out, expected, dtype, scale=1e3 if dtype == torch.float64 else 10)
+    # x̂_b on the line through x̂_0 and x̂_a: the quadratic term vanishes and the step is the second-order one
+    on_line = x0_hat + (x0_a - x0_hat) * (t_b - t).view(-1, 1, 1, 1) / (t_a - t).view(-1, 1, 1, 1)
+    if make is identity_process:  # ρ is affine in t for the identity (log σ is), so the line in t is one in ρ
+        linear = sd.samplers.third_order_step(process, x_t, x0_hat, t, t_next, x0_a, t_a, on_line, t_b)
+        second = sd.samplers.second_order_step(process, x_t, x0_hat, t, t_next, x0_a, t_a)
+        assert_close(linear, second, torch.float64, scale=100)
 
 
 def test_second_order_step_with_equal_predictions_is_momentum_ode(generator):
@@ -139,6 +181,29 @@ def test_local_error_is_second_order_for_heun_and_multistep_first_for_momentum_o
         assert all(2.6 < p < 3.4 for p in orders[name]), orders
 
 
+@pytest.mark.parametrize("make", [blur_process, identity_process])
+def test_local_error_is_third_order_for_the_quadratic_steps(make, generator):
+    """One step of size Δ from a point of the exact flow with x̂_0 quadratic through three calls on it: error O(Δ⁴),
+    for multistep3's calls (t + Δ, t + 2Δ) and heun3's redo (t − Δ, t + Δ)."""
+    flow = GaussianFlow(make(sigma_max=5.0) if make is blur_process else make())
+    x = torch.randn(16, 2, 8, 8, generator=generator, dtype=torch.float64)
+    t0 = torch.full((16,), 0.6, dtype=torch.float64)
+    errors = {"multistep3": [], "heun3": []}
+    for delta in (0.04, 0.02, 0.01):
+        t, t_next = t0, t0 - delta
+        exact = flow.exact(x, t, t_next)
+        call = {offset: flow.oracle(flow.exact(x, t, t + offset * delta), t + offset * delta) for offset in (1, 2, -1)}
+        x0_hat = flow.oracle(x, t)
+        multistep3 = sd.samplers.third_order_step(flow.process, x, x0_hat, t, t_next, call[1], t + delta, call[2],
+                                                  t + 2 * delta)  # fmt: skip
+        heun3 = sd.samplers.third_order_step(flow.process, x, x0_hat, t, t_next, call[-1], t_next, call[1], t + delta)
+        for name, out in (("multistep3", multistep3), ("heun3", heun3)):
+            errors[name].append(float((out - exact).norm()))
+    orders = {name: [math.log2(a / b) for a, b in itertools.pairwise(e)] for name, e in errors.items()}
+    for name in errors:
+        assert all(3.5 < p < 4.5 for p in orders[name]), orders
+
+
 class RecordingOracle:
     def __init__(self, oracle):
         self.oracle, self.times = oracle, []
@@ -167,17 +232,33 @@ def test_sample_calls_the_network_once_per_grid_time(sampler, grid):
     assert out.shape == (2, 1, 6, 6) and torch.isfinite(out).all()
 
 
-def test_heun_differs_from_multistep_by_its_corrector_only():
-    """Up to the second call both samplers coincide; from the third call on heun's corrector moves x."""
+@pytest.mark.parametrize(("predictor", "corrected"), [("multistep", "heun"), ("multistep3", "heun3")])
+def test_heun_differs_from_multistep_by_its_corrector_only(predictor, corrected):
+    """Up to the second call both samplers coincide; from the third call on the corrector moves x."""
     process = blur_process()
     oracle = sd.oracle.GaussianDenoiser.power_law(process, (1, 6, 6))
     out = {
         (s, n): sd.sample(oracle, process, (3, 1, 6, 6), steps=n, sampler=s, seeds=[4, 5, 6], dtype=torch.float64)
-        for s in ("multistep", "heun")
+        for s in (predictor, corrected)
         for n in (2, 3)
     }
-    assert torch.equal(out["multistep", 2], out["heun", 2])
-    assert not torch.allclose(out["multistep", 3], out["heun", 3])
+    assert torch.equal(out[predictor, 2], out[corrected, 2])
+    assert not torch.allclose(out[predictor, 3], out[corrected, 3])
+
+
+def test_third_order_samplers_start_as_the_second_order_ones():
+    """multistep3 takes momentum_ode, then the two-call step, then the three-call one: its first three calls are
+    multistep's (two steps); heun3's redo of its second step is heun's, so they differ from the fourth call on."""
+    process = blur_process()
+    oracle = sd.oracle.GaussianDenoiser.power_law(process, (1, 6, 6))
+
+    def run(sampler, steps):
+        return sd.sample(oracle, process, (3, 1, 6, 6), steps=steps, sampler=sampler, seeds=[4, 5, 6],
+                         dtype=torch.float64)  # fmt: skip
+
+    for second, third in (("multistep", "multistep3"), ("heun", "heun3")):
+        assert torch.equal(run(second, 3), run(third, 3))
+        assert not torch.allclose(run(second, 4), run(third, 4))
 
 
 def test_uniform_grid_is_the_design_grid():
@@ -314,7 +395,7 @@ def test_second_order_step_checks_its_inputs(generator):
 def test_second_order_samplers_in_half_precision_match_float32(generator):
     process = blur_process()
     oracle = sd.oracle.GaussianDenoiser.power_law(process, (1, 6, 6))
-    for sampler in sd.samplers.SECOND_ORDER:
+    for sampler in MULTISTEP_ORDER:
         full = sd.sample(oracle, process, (2, 1, 6, 6), steps=6, sampler=sampler, seeds=[1, 2])
         half = sd.sample(oracle, process, (2, 1, 6, 6), steps=6, sampler=sampler, seeds=[1, 2], dtype=torch.float16)
         assert half.dtype == torch.float16

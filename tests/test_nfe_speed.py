@@ -14,6 +14,7 @@ import torch
 import softdiff as sd
 import softdiff_kernels as sk
 from softdiff import closed_form
+from softdiff.sampler_kinds import MULTISTEP_ORDER
 from softdiff.spectra import relative_w2
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +69,7 @@ def test_deterministic_samplers_are_the_closed_form_gain_sample_by_sample(make, 
     oracle = sd.oracle.GaussianDenoiser.power_law(process, (2, 12, 10))
     seeds = [3, 1, 4, 1_000_000]
     start = sk.dct2(process.sample_prior((2, 12, 10), seeds, dtype=torch.float64))
-    for sampler in ("momentum_ode", *sd.samplers.SECOND_ORDER):
+    for sampler in ("momentum_ode", *MULTISTEP_ORDER):
         out = sd.sample(oracle, process, (4, 2, 12, 10), steps=7, sampler=sampler, seeds=seeds, dtype=torch.float64,
                         grid=grid)  # fmt: skip
         gain = closed_form.deterministic_gain(oracle.variance, process, 7, sampler, grid=grid)
@@ -91,7 +92,7 @@ def test_monte_carlo_w2_moments_match_simulated_chi_square_draws(generator):
     assert abs(float(simulated.std()) / std - 1) < 0.08
 
 
-@pytest.mark.parametrize("sampler", ["momentum", "momentum_ode", "multistep", "heun"])
+@pytest.mark.parametrize("sampler", ["momentum", "momentum_ode", *MULTISTEP_ORDER])
 def test_consistent_samplers_converge_to_the_data_law_at_their_order(sampler):
     """From the exact marginal at t = 1 and with σ_min → 0, every consistent sampler's output law tends to the
     data law (so the ODE and SDE the steps discretise have the right marginals), by a factor ≈ 4 from 100 to
@@ -102,7 +103,7 @@ def test_consistent_samplers_converge_to_the_data_law_at_their_order(sampler):
         relative_w2(lam, closed_form.output_variance(lam, process, n, sampler, start_variance="exact"))
         for n in (100, 400)
     ]
-    if sampler in sd.samplers.SECOND_ORDER:
+    if sampler in MULTISTEP_ORDER:
         assert w2[1] < w2[0] / 8 and w2[1] < 0.002, w2
     else:
         assert 3.5 < w2[0] / w2[1] < 4.5 and w2[1] < 0.03, w2
@@ -181,11 +182,21 @@ def test_nfe_speed_benchmark_writes_json_markdown_and_plot(tmp_path):
     expected = relative_w2(lam, closed_form.output_variance(lam, process, 35, "heun"))
     assert heun_35["w2_rel"] == pytest.approx(expected, rel=1e-12)
     explored = {(r["levels"], r["grid"], r["sampler"]) for r in records if r.get("explored")}
-    assert {g for _, g, _ in explored} == {"uniform", "edm", "information"} and len({lv for lv, _, _ in explored}) >= 4
+    assert {g for _, g, _ in explored} == set(sd.time_grids.GRIDS) and len({lv for lv, _, _ in explored}) >= 4
+    # The optimised grid is fitted on the default process only, and never loses to the grids it starts from.
+    optimized = [r for r in records if r.get("explored") and r["grid"] == "optimized"]
+    assert {r["levels"] for r in optimized} == {benchmark.default_levels_label(8)}
+    assert {r["sampler"] for r in optimized} == set(sd.samplers.SAMPLERS)
+    for r in optimized:
+        fixed = [f["w2_rel"] for f in records if f.get("explored") and f["grid"] != "optimized" and
+                 (f["levels"], f["sampler"], f["nfe"]) == (r["levels"], r["sampler"], r["nfe"])]  # fmt: skip
+        assert len(fixed) == 3 and r["w2_rel"] <= min(fixed) * (1 + 1e-12), (r, fixed)
     assert {r["step"] for r in saved["step_costs"]} >= {"momentum", "multistep"}
     conclusion = saved["conclusion"]
     assert conclusion["heun_w2_at_35"] == pytest.approx(heun_35["w2_rel"])
     assert conclusion["target_half_met"] == (conclusion["heun_w2_at_35"] <= conclusion["momentum_w2_at_35"] / 2)
+    assert set(conclusion["few_nfe_targets"]) == {"10", "20"}  # no cell at those NFE in this small run
+    assert all(v is None for v in conclusion["few_nfe_targets"].values())
 
 
 def test_nfe_speed_benchmark_scores_a_checkpoint_with_the_proxies(tmp_path):

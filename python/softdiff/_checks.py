@@ -180,7 +180,7 @@ def as_times(
     if check_values_enabled() and t.numel() > 0:
         if not bool(torch.isfinite(t).all()):
             raise ValueError(f"{name} contains NaN or Inf")
-        low, high = float(t.min()), float(t.max())
+        low, high = float(t.detach().min()), float(t.detach().max())
         if low < 0.0 or high > 1.0:
             raise ValueError(f"{name} must lie in [0, 1]; got values in [{low:g}, {high:g}]")
     return t

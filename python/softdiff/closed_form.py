@@ -11,8 +11,10 @@ Every step of :mod:`softdiff.samplers` is then linear per coefficient, with r = 
     ancestral     z' = a z + σ' √(1 − r²) ξ + (d' − r² d) √P ξ₂,  a as momentum, P = v_s σ²/(d² v_s + σ²)
                   (v_s: the process's data spectrum)                 ⇒  v' = a² v + σ'² (1 − r²) + (d' − r² d)² P
     momentum_ode  z' = a z,                  a = d' g + r (1 − d g)
-    multistep     z' = a z + T (g° z° − g z),  T = d' ψ(h)/(ρ° − ρ), ρ = log(d/σ), h = ρ' − ρ, ψ(h) = h − 1 + e^{−h}
-    heun          the multistep prediction, then the trapezoid redo of the previous step (see the samplers).
+    multistep     z' = a z + W_a (g_a z_a − g z),  W_a = d' ψ₁(h)/(ρ_a − ρ), ρ = log(d/σ), h = ρ' − ρ (previous call a)
+    multistep3    z' = a z + W_a (g_a z_a − g z) + W_b (g_b z_b − g_a z_a)  (the two previous calls a, b; the weights
+                  of :mod:`softdiff.exponential_integrator`)
+    heun, heun3   the multistep prediction, then the redo of the previous step through the call at its end.
 
 The deterministic samplers multiply the start by a per-coefficient gain (z_i = k_i z_start; the previous
 calls are multiples of it too), so v_i = k_i² v_start; the stochastic ones carry v. The output is the last
@@ -22,23 +24,24 @@ call's x̂_0 = g z, of variance v_out = g² v, and
 
 The start: the process's prior N(0, σ_1² I) (``start_variance="prior"``, what ``sd.sample`` draws), the exact
 marginal d²λ + σ² at t_start (``"exact"``), or given variances. The time grid is the samplers' own
-(:func:`softdiff.time_grids.resolve_grid`), so a closed-form result and a Monte Carlo run through ``sd.sample``
-describe the same computation.
+(:func:`softdiff.fixed_grids.resolve_grid`, or explicit times), so a closed-form result and a Monte Carlo run through
+``sd.sample`` describe the same computation. :func:`output_variance_on` takes the times as a tensor and is
+differentiable in them: :func:`softdiff.time_grids.optimized_grid` descends its W2.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
 
+from .exponential_integrator import correction_weights, log_snr
+from .fixed_grids import resolve_grid
 from .operators import require_basis
 from .prior import GaussianPrior
-from .samplers import SAMPLERS, log_snr
+from .sampler_kinds import CORRECTED, MULTISTEP_ORDER, SAMPLERS, STOCHASTIC
 from .spectra import wiener_gain
-from .time_grids import resolve_grid
-
-STOCHASTIC = ("momentum", "naive", "ancestral")
 
 
 def output_variance(
@@ -56,33 +59,47 @@ def output_variance(
     Args:
         variance: λ, the data's coefficient variances ``[C, H, W]`` in the operator's basis (zero mean).
         process: a process whose operator has a basis (any BasisOperator).
-        steps, sampler, grid, t_start: as for :func:`softdiff.sample`.
+        steps, sampler, t_start: as for :func:`softdiff.sample`.
+        grid: ``"uniform"``, ``"edm"``, ``"information"`` or explicit times (an optimised grid: pass its times,
+            :func:`softdiff.time_grids.optimized_grid`).
         start_variance: ``"prior"`` (the process's zero-mean ``GaussianPrior``: σ_1², t_start must be 1),
             ``"exact"`` (d²λ + σ² at t_start) or a tensor ``[C, H, W]``.
     Returns:
         v_out, float64 ``[C, H, W]``.
     """
-    lam, times, coefficients = _setup(variance, process, steps, sampler, grid, t_start)
-    start = _start_variance(start_variance, process, lam, float(times[0]), coefficients)
+    lam = _check_variance(variance, process, sampler)
+    times = resolve_grid(grid, process, tuple(lam.shape), steps, float(t_start))
+    return output_variance_on(lam, process, times, sampler, start_variance=start_variance)
+
+
+def output_variance_on(
+    variance: torch.Tensor, process, times: torch.Tensor, sampler: str, *, start_variance: str | torch.Tensor = "prior"
+) -> torch.Tensor:
+    """:func:`output_variance` on the grid ``times`` (float64 ``[N + 1]``, strictly decreasing to 0, unchecked),
+    differentiable in them. Returns float64 ``[C, H, W]``."""
+    lam = _check_variance(variance, process, sampler)
+    coefficients = _GridCoefficients(process, lam, times)
+    start = _start_variance(start_variance, process, lam, coefficients)
     if sampler in STOCHASTIC:
-        return _stochastic(sampler, coefficients, times, start)
-    return _deterministic(sampler, coefficients, times).square() * start
+        return _stochastic(sampler, coefficients, start)
+    return _deterministic(sampler, coefficients).square() * start
 
 
 def deterministic_gain(
     variance: torch.Tensor, process, steps: int, sampler: str, *, grid="uniform", t_start: float = 1.0
 ) -> torch.Tensor:
-    """The per-coefficient gain k of a deterministic sampler (momentum_ode, multistep, heun): the output is
+    """The per-coefficient gain k of a deterministic sampler (momentum_ode and the multistep ones): the output is
     x̂_0 = Bᵀ(k ⊙ B x_start) for every start x_start (B: the operator's basis). Arguments as
     :func:`output_variance`; returns float64 ``[C, H, W]``."""
     if sampler in STOCHASTIC:
         raise ValueError(f"sampler {sampler!r} is stochastic: it has no deterministic gain (use output_variance)")
-    _, times, coefficients = _setup(variance, process, steps, sampler, grid, t_start)
-    return _deterministic(sampler, coefficients, times)
+    lam = _check_variance(variance, process, sampler)
+    times = resolve_grid(grid, process, tuple(lam.shape), steps, float(t_start))
+    return _deterministic(sampler, _GridCoefficients(process, lam, times))
 
 
-def _setup(variance, process, steps, sampler, grid, t_start):
-    """Validate; return (λ float64 [C, H, W], the grid, the per-time coefficients)."""
+def _check_variance(variance, process, sampler) -> torch.Tensor:
+    """Validate; return λ as float64 ``[C, H, W]`` on the CPU (gradients kept)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {', '.join(map(repr, SAMPLERS))}; got {sampler!r}")
     require_basis(process.operator, "the closed form")
@@ -90,12 +107,11 @@ def _setup(variance, process, steps, sampler, grid, t_start):
         raise ValueError("variance must be a [C, H, W] tensor of coefficient variances in the operator's basis")
     if not bool(torch.isfinite(variance).all()) or bool((variance < 0).any()):
         raise ValueError("variance must be finite and >= 0")
-    lam = variance.detach().to("cpu", torch.float64)
+    lam = variance.to("cpu", torch.float64)
     if sampler == "ancestral" and (process.data_spectrum is None or process.data_spectrum.variance.shape != lam.shape):
         raise ValueError("the ancestral sampler's closed form needs the process's data spectrum, of the variance's "
                          "shape (process.data_spectrum)")  # fmt: skip
-    times = resolve_grid(grid, process, tuple(lam.shape), steps, float(t_start))
-    return lam, times, _Coefficients(process, lam)
+    return lam
 
 
 def monte_carlo_w2_moments(variance: torch.Tensor, output: torch.Tensor, samples: int) -> tuple[float, float]:
@@ -123,113 +139,94 @@ def monte_carlo_w2_moments(variance: torch.Tensor, output: torch.Tensor, samples
     return mean, std
 
 
-class _Coefficients:
-    """Per-coefficient d_t, σ_t, the denoiser gain g_t and the log-SNR ρ_t at a time t, float64 ``[C, H, W]``."""
+class _GridCoefficients:
+    """d, σ, the denoiser gain g and the log-SNR ρ at every time of a grid ``[N + 1]``: N + 1 float64 tensors
+    ``[C, H, W]`` each (σ: scalars), computed in one pass and differentiable in the times."""
 
-    def __init__(self, process, lam: torch.Tensor):
-        self.process, self.lam = process, lam
-        self.height, self.width = lam.shape[-2:]
-        self.cache = {}
+    def __init__(self, process, lam: torch.Tensor, times: torch.Tensor):
+        self.process, self.lam, self.times = process, lam, times
+        height, width = lam.shape[-2:]
+        shape = (times.numel(), *lam.shape)
+        d = process.operator.spectrum(process.level(times), height, width).expand(shape)
+        sigma = process.sigma(times)
+        gain = wiener_gain(lam, d, sigma.square().view(-1, 1, 1, 1))
+        rho = log_snr(process, times, height, width).expand(shape)
+        # Per-time lists (unbind): indexing one big tensor N times would make its backward O(N²).
+        self.d, self.sigma, self.gain, self.rho = d.unbind(0), sigma.unbind(0), gain.unbind(0), rho.unbind(0)
 
-    def posterior(self, d: torch.Tensor, sigma: float) -> torch.Tensor:
-        """P = v_s σ² / (d² v_s + σ²) with v_s the process's data spectrum (what the ancestral sampler adds)."""
+    @property
+    def steps(self) -> int:
+        return self.times.numel() - 1
+
+    def posterior(self, i: int) -> torch.Tensor:
+        """P = v_s σ² / (d² v_s + σ²) at time i, v_s the process's data spectrum (what the ancestral sampler adds)."""
         variance = self.process.data_spectrum.variance.to(torch.float64)
-        return variance * sigma**2 / (d.square() * variance + sigma**2)
-
-    def at(self, t: float) -> tuple[torch.Tensor, float, torch.Tensor, torch.Tensor]:
-        if t not in self.cache:
-            self.cache[t] = self._evaluate(t)
-        return self.cache[t]
-
-    def _evaluate(self, t: float) -> tuple[torch.Tensor, float, torch.Tensor, torch.Tensor]:
-        time = torch.tensor([t], dtype=torch.float64)
-        d = self.process.operator.spectrum(self.process.level(time), self.height, self.width)[0].expand_as(self.lam)
-        sigma = float(self.process.sigma(time)[0])
-        gain = wiener_gain(self.lam, d, sigma**2)
-        rho = log_snr(self.process, time, self.height, self.width)[0].expand_as(self.lam)
-        return d, sigma, gain, rho
+        sigma_sq = self.sigma[i].square()
+        return variance * sigma_sq / (self.d[i].square() * variance + sigma_sq)
 
 
-def _start_variance(start, process, lam, t_start, coefficients) -> torch.Tensor:
+def _start_variance(start, process, lam, coefficients: _GridCoefficients) -> torch.Tensor:
     if isinstance(start, torch.Tensor):
         if start.shape != lam.shape:
             raise ValueError(f"start_variance must have shape {tuple(lam.shape)}; got {tuple(start.shape)}")
         return start.to(torch.float64)
     if start == "exact":
-        d, sigma, _, _ = coefficients.at(t_start)
-        return d.square() * lam + sigma**2
+        return coefficients.d[0].square() * lam + coefficients.sigma[0].square()
     if start != "prior":
         raise ValueError(f"start_variance must be 'prior', 'exact' or a tensor; got {start!r}")
     prior = process.prior
     zero_mean = isinstance(prior, GaussianPrior) and not bool(torch.as_tensor(prior.mean).any())
-    if not zero_mean or t_start != 1.0:
+    if not zero_mean or float(coefficients.times[0].detach()) != 1.0:
         raise ValueError(
             "start_variance='prior' needs t_start = 1 and the zero-mean GaussianPrior; pass 'exact' or variances"
         )
-    _, sigma, _, _ = coefficients.at(1.0)
-    return torch.full_like(lam, sigma**2)
+    return coefficients.sigma[0].square().expand_as(lam)
 
 
-def _stochastic(sampler: str, coefficients: _Coefficients, times: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """momentum, naive: carry the variance v."""
-    steps = times.numel() - 1
-    for i in range(steps):
-        d, sigma, gain, _ = coefficients.at(float(times[i]))
-        if i == steps - 1:
-            return gain.square() * v
-        d_next, sigma_next, _, _ = coefficients.at(float(times[i + 1]))
-        if sampler in ("momentum", "ancestral"):
-            ratio = (sigma_next / sigma) ** 2
-            v = (d_next * gain + ratio * (1 - d * gain)).square() * v
-            if sampler == "momentum":
-                v = v + max(sigma**2 - sigma_next**2, 0.0)
-            else:
-                posterior = coefficients.posterior(d, sigma)
-                v = v + sigma_next**2 * max(1 - ratio, 0.0) + (d_next - ratio * d).square() * posterior
-        else:
-            v = (d_next * gain).square() * v + sigma_next**2
-    raise AssertionError("unreachable")
-
-
-def _deterministic(sampler: str, coefficients: _Coefficients, times: torch.Tensor) -> torch.Tensor:
-    """momentum_ode, multistep, heun: the gain k of the output x̂_0 = k z_start (a float64 ``[C, H, W]``)."""
-    steps = times.numel() - 1
-    k = torch.ones_like(coefficients.lam)  # the state the network is called on, as a multiple of z_start
-    previous = None  # (k of the state before its step, k of x̂_0, t) at the previous call
-    for i in range(steps):
-        t = float(times[i])
-        _, _, gain, _ = coefficients.at(t)
-        k_x0 = gain * k
-        if i == steps - 1:
-            return k_x0
-        t_next = float(times[i + 1])
-        if sampler == "momentum_ode" or previous is None:
-            k_before, k = k, _ode(coefficients, k, k_x0, t, t_next)
-            previous = (k_before, k_x0, t)
+def _stochastic(sampler: str, c: _GridCoefficients, v: torch.Tensor) -> torch.Tensor:
+    """momentum, naive, ancestral: carry the variance v."""
+    for i in range(c.steps - 1):
+        d, sigma, gain, d_next, sigma_next = c.d[i], c.sigma[i], c.gain[i], c.d[i + 1], c.sigma[i + 1]
+        if sampler == "naive":
+            v = (d_next * gain).square() * v + sigma_next.square()
             continue
-        k_previous, k_x0_previous, t_previous = previous
-        if sampler == "heun":  # redo t_{i−1} → t_i with the trapezoid rule through both calls
-            k = _ode(coefficients, k_previous, k_x0_previous, t_previous, t) + _slope(
-                coefficients, t_previous, t, t, k_x0 - k_x0_previous
-            )
-        k_before = k
-        k = _ode(coefficients, k, k_x0, t, t_next) + _slope(coefficients, t, t_next, t_previous, k_x0_previous - k_x0)
-        previous = (k_before, k_x0, t)
+        ratio = (sigma_next / sigma).square()
+        v = (d_next * gain + ratio * (1 - d * gain)).square() * v
+        if sampler == "momentum":
+            v = v + (sigma.square() - sigma_next.square()).clamp_min(0.0)
+        else:
+            v = v + sigma_next.square() * (1 - ratio).clamp_min(0.0) + (d_next - ratio * d).square() * c.posterior(i)
+    return c.gain[c.steps - 1].square() * v
+
+
+def _deterministic(sampler: str, c: _GridCoefficients) -> torch.Tensor:
+    """momentum_ode and the multistep samplers: the gain k of the output x̂_0 = k z_start (float64 ``[C, H, W]``).
+
+    Mirrors :func:`softdiff.samplers._run_sampler`: ``states[j]`` is the state the step from call j starts from
+    (corrected, for heun and heun3), ``calls[j]`` x̂_0 of call j; both as multiples of z_start."""
+    order = MULTISTEP_ORDER.get(sampler, 1)
+    k = torch.ones_like(c.lam)
+    states, calls = [], []
+    for i in range(c.steps):
+        calls.append(c.gain[i] * k)
+        if i == c.steps - 1:
+            return calls[i]
+        if sampler in CORRECTED and i >= 1:  # redo i − 1 → i through the call at i (and one more for heun3)
+            k = _step(c, states[i - 1], calls, i - 1, i, [i, *range(i - 2, max(i - order, -1), -1)][: order - 1])
+        states.append(k)
+        k = _step(c, k, calls, i, i + 1, list(range(i - 1, max(i - order, -1), -1)))
     raise AssertionError("unreachable")
 
 
-def _ode(coefficients, k, k_x0, t, t_next):
-    """momentum_ode: z' = d' x̂_0 + (σ'/σ)(z − d x̂_0)."""
-    d, sigma, _, _ = coefficients.at(t)
-    d_next, sigma_next, _, _ = coefficients.at(t_next)
-    return d_next * k_x0 + (sigma_next / sigma) * (k - d * k_x0)
-
-
-def _slope(coefficients, t, t_next, t_other, difference):
-    """d' ψ(h)/(ρ° − ρ) · (x̂_0° − x̂_0); 0 where that weight is not finite (as the sampler)."""
-    _, _, _, rho = coefficients.at(t)
-    d_next, _, _, rho_next = coefficients.at(t_next)
-    _, _, _, rho_other = coefficients.at(t_other)
-    h = rho_next - rho
-    weight = d_next * (h - 1 + torch.exp(-h)) / (rho_other - rho)
-    return torch.where(torch.isfinite(weight), weight, torch.zeros_like(weight)) * difference
+def _step(c: _GridCoefficients, k, calls, i: int, i_next: int, others: list[int]) -> torch.Tensor:
+    """The step from grid time i to i_next of the state k with x̂_0 a polynomial in ρ through the calls i and
+    ``others`` (none: momentum_ode, z' = d' x̂_0 + (σ'/σ)(z − d x̂_0))."""
+    x0 = calls[i]
+    k_next = c.d[i_next] * x0 + (c.sigma[i_next] / c.sigma[i]) * (k - c.d[i] * x0)
+    if not others:
+        return k_next
+    weights = correction_weights(c.rho[i], c.rho[i_next], c.d[i_next], [c.rho[j] for j in others])
+    chain = [i, *others]  # the differences of consecutive calls: x̂_a − x̂_0, x̂_b − x̂_a
+    for weight, (j_from, j_to) in zip(weights, itertools.pairwise(chain), strict=True):
+        k_next = k_next + weight * (calls[j_to] - calls[j_from])
+    return k_next

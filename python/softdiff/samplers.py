@@ -34,8 +34,14 @@ Taking x̂_0 linear in ρ through two network calls (x̂_0 at t, x̂_0° at t°)
     heun          the multistep step predicts x̃_{i+1}; the network is called there, and the step i → i+1 is
                   redone with the trapezoid (Heun) rule, t° = t_{i+1}; the call at x̃_{i+1} is reused for the
                   next step, as in UniPC (Zhao et al. 2023), so Heun costs one call per step, not two.
-Both are deterministic and call the network N times for N steps, at the grid times. A second-order step is
-two fused ops: the momentum_ode step, then the correction (a per-coefficient table filter of x̂_0° − x̂_0).
+Third order (:func:`third_order_step`): x̂_0 quadratic in ρ through three calls, the weights of
+:mod:`.exponential_integrator`:
+    multistep3    the two previous grid times (Adams–Bashforth 3; the first two steps are of order 1 and 2).
+    heun3         the multistep3 prediction, then the redo of the step i → i+1 through the calls at t_i, t_{i+1}
+                  and t_{i−1}; one call per step.
+All four are deterministic and call the network N times for N steps, at the grid times. A multistep step is one
+fused op for the momentum_ode step, then one per-coefficient table filter per earlier call (of the difference of
+consecutive calls).
 
 All samplers share the time grid (default t_i = t_start (1 − i/N), i = 0..N; see :mod:`.time_grids`;
 NFE = N): the network is called at t_0 … t_{N−1} and the last call's x̂_0 is returned. Each sample's noise
@@ -45,6 +51,7 @@ batch it was drawn in.
 
 from __future__ import annotations
 
+import itertools
 import numbers
 from collections.abc import Callable, Sequence
 
@@ -54,14 +61,15 @@ from softdiff_kernels import compute_dtype, seeded_normal
 
 from ._checks import ValueChecks, as_times, check_choice, check_images, check_values_enabled, trusted_values
 from .conditioning import check_labels, guided_denoiser
+from .exponential_integrator import correction_weights, log_snr
 from .operators import require_basis
+from .sampler_kinds import CORRECTED, MULTISTEP_ORDER, NEEDS_DATA_SPECTRUM, SAMPLERS
 from .spectra import gaussian_basis
 from .time_grids import resolve_grid, uniform_grid
 
-SAMPLERS = ("momentum", "naive", "momentum_ode", "multistep", "heun", "ancestral")
-NEEDS_DATA_SPECTRUM = ("ancestral",)
+__all__ = ["SAMPLERS", "ancestral_step", "momentum_ode_step", "momentum_step", "naive_step", "sample",
+           "second_order_step", "third_order_step", "time_grid"]  # fmt: skip
 POSTERIOR_STREAM_OFFSET = 2**31  # ancestral's ξ at step i: stream i + 1 + 2^31 (η: i + 1; the prior: 0)
-SECOND_ORDER = ("multistep", "heun")
 
 
 def _step_inputs(process, x_t, x0_hat, t, t_next, noise, seeds, *, stochastic: bool):
@@ -149,7 +157,7 @@ def momentum_ode_step(process, x_t, x0_hat, t, t_next, noise=None, *, seeds=None
 
 
 def second_order_step(process, x_t, x0_hat, t, t_next, x0_hat_other, t_other):
-    """x_{t'} = C' x̂_0 + (σ'/σ)(x_t − C x̂_0) + d' ψ(h)/(ρ° − ρ) ⊙ (x̂_0° − x̂_0) (module docstring): the exact
+    """x_{t'} = C' x̂_0 + (σ'/σ)(x_t − C x̂_0) + d' ψ₁(h)/(ρ° − ρ) ⊙ (x̂_0° − x̂_0) (module docstring): the exact
     integral of the probability-flow ODE from t to t' = ``t_next`` with x̂_0 linear in each coefficient's log-SNR
     ρ = log(d/σ) through x̂_0 = ``x0_hat`` at t and x̂_0° = ``x0_hat_other`` at t° = ``t_other`` (≠ t).
 
@@ -157,26 +165,40 @@ def second_order_step(process, x_t, x0_hat, t, t_next, x0_hat_other, t_other):
     whose log-SNR is not finite (an eigenvalue exactly 0, as masked pixels) take the first-order step.
     Returns ``[B, C, H, W]``.
     """
-    check_images("x0_hat_other", x0_hat_other, like=x_t, like_name="x_t")
-    x_first = momentum_ode_step(process, x_t, x0_hat, t, t_next)
+    return _polynomial_step(process, x_t, x0_hat, t, t_next, [("x0_hat_other", x0_hat_other, "t_other", t_other)])
+
+
+def third_order_step(process, x_t, x0_hat, t, t_next, x0_hat_a, t_a, x0_hat_b, t_b):
+    """The step of :func:`second_order_step` with x̂_0 quadratic in each coefficient's log-SNR through three calls:
+    x̂_0 at t, x̂_a = ``x0_hat_a`` at ``t_a`` and x̂_b = ``x0_hat_b`` at ``t_b`` (three distinct times):
+    x_{t'} = C' x̂_0 + (σ'/σ)(x_t − C x̂_0) + W_a ⊙ (x̂_a − x̂_0) + W_b ⊙ (x̂_b − x̂_a), the weights of
+    :mod:`softdiff.exponential_integrator`. Shapes as :func:`second_order_step`; where a log-SNR is not finite
+    the step is first order."""
+    others = [("x0_hat_a", x0_hat_a, "t_a", t_a), ("x0_hat_b", x0_hat_b, "t_b", t_b)]
+    return _polynomial_step(process, x_t, x0_hat, t, t_next, others)
+
+
+def _polynomial_step(process, x_t, x0_hat, t, t_next, others):
+    """momentum_ode from t to t_next, then the polynomial correction through the ``others`` (name of x̂_0, x̂_0,
+    name of its time, time): one filter in the operator's basis per other call."""
+    require_basis(process.operator, "a multistep step")
+    for name, x0_other, _, _ in others:
+        check_images(name, x0_other, like=x_t, like_name="x_t")
+    x = momentum_ode_step(process, x_t, x0_hat, t, t_next)
     batch, _, height, width = x_t.shape
-    t, t_next, t_other = (as_times(n, v, batch, device=x_t.device, images_dtype=x_t.dtype).to(torch.float64) for n, v in
-                          (("t", t), ("t_next", t_next), ("t_other", t_other)))  # fmt: skip
-    rho, rho_next, rho_other = (log_snr(process, v, height, width) for v in (t, t_next, t_other))
-    h = rho_next - rho
-    psi = h + torch.expm1(-h)  # ψ(h) = h − 1 + e^{−h} ≥ 0, ≈ h²/2 for small h
-    require_basis(process.operator, "a second-order step")
-    slope_weight = process.operator.spectrum(process.level(t_next), height, width) * psi / (rho_other - rho)
-    slope_weight = torch.where(torch.isfinite(slope_weight), slope_weight, torch.zeros_like(slope_weight))
-    return process.operator.filter_in_basis(x0_hat_other, slope_weight, a2=x0_hat, c=x_first)
 
+    def rho_at(name, value):
+        time = as_times(name, value, batch, device=x_t.device, images_dtype=x_t.dtype).to(torch.float64)
+        return log_snr(process, time, height, width)
 
-def log_snr(process, t: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """ρ = log(d/σ_t) per basis coefficient: t float64 ``[B]`` -> float64 ``[B, K, H, W]`` (−inf where d = 0; K as
-    the operator's spectrum)."""
-    require_basis(process.operator, "the log-SNR")
-    spectrum = process.operator.spectrum(process.level(t), height, width)
-    return torch.log(spectrum) - torch.log(process.sigma(t)).view(-1, 1, 1, 1)
+    t_next = as_times("t_next", t_next, batch, device=x_t.device, images_dtype=x_t.dtype).to(torch.float64)
+    d_next = process.operator.spectrum(process.level(t_next), height, width)
+    weights = correction_weights(rho_at("t", t), log_snr(process, t_next, height, width), d_next,
+                                 [rho_at(name, time) for _, _, name, time in others])  # fmt: skip
+    chain = [x0_hat, *(x0_other for _, x0_other, _, _ in others)]  # the differences of consecutive calls
+    for weight, (first, second) in zip(weights, itertools.pairwise(chain), strict=True):
+        x = process.operator.filter_in_basis(second, weight, a2=first, c=x)
+    return x
 
 
 STEPS: dict[str, Callable] = {"momentum": momentum_step, "naive": naive_step, "momentum_ode": momentum_ode_step,
@@ -232,8 +254,9 @@ def sample(
         process: the :class:`~softdiff.process.SoftDiffusionProcess`.
         shape: ``(B, C, H, W)``.
         steps: N, the number of network evaluations.
-        sampler: ``"momentum"`` (default), ``"naive"``, ``"momentum_ode"``, or the deterministic second-order
-            ``"multistep"`` and ``"heun"`` (one call per step, like the others).
+        sampler: ``"momentum"`` (default), ``"naive"``, ``"momentum_ode"``, ``"ancestral"``, or the deterministic
+            multistep ``"multistep"`` and ``"heun"`` (second order), ``"multistep3"`` and ``"heun3"`` (third order),
+            one call per step like the others.
         seeds: one int per sample; sample b is a function of seeds[b] alone. Default: drawn from torch's
             global generator (so ``torch.manual_seed`` makes a call repeatable).
         x_start: start from these images ``[B, C, H, W]`` taken as x_{t_start} (restoration: deblur and
@@ -241,8 +264,9 @@ def sample(
         t_start: the time of ``x_start`` in (0, 1]; the grid then runs from t_start to 0.
         progress: show a tqdm progress bar.
         dtype, device: of the samples (default: float32; the device of ``x_start``, else CPU).
-        grid: the N + 1 times, from t_start to 0: ``"uniform"`` (default), ``"edm"``, ``"information"``
-            (see :mod:`softdiff.time_grids`) or explicit times (a sequence or a 1-D tensor).
+        grid: the N + 1 times, from t_start to 0: ``"uniform"`` (default), ``"edm"``, ``"information"``,
+            ``"optimized"`` (fitted to this sampler and NFE on the process's data spectrum; see
+            :mod:`softdiff.time_grids`) or explicit times (a sequence or a 1-D tensor).
         labels: class labels ``[B]`` for a class-conditional denoiser (−1: unconditional), passed as its third
             argument; None: the denoiser is called with two.
         guidance: w of classifier-free guidance, x̂_0 = x̂_0(∅) + w (x̂_0(y) − x̂_0(∅)) in every sampler (1: plain
@@ -263,7 +287,7 @@ def sample(
     if x_start is None and t_start != 1:
         raise ValueError(f"t_start = {t_start} needs x_start, the corrupted images at t_start (p_1, drawn "
                          "otherwise, is the law at t = 1)")  # fmt: skip
-    if sampler in SECOND_ORDER:
+    if sampler in MULTISTEP_ORDER:
         require_basis(process.operator, f"the {sampler} sampler")
     if sampler in NEEDS_DATA_SPECTRUM:
         _posterior_setup(process, torch.empty(1, *shape[1:]))
@@ -281,7 +305,7 @@ def sample(
     seeds = checks.as_seeds("seeds", seeds, batch, device=device)
     predict = guided_denoiser(denoiser, check_labels(labels, guidance, batch, device, checks), float(guidance))
     checks.verify()
-    grid_times = resolve_grid(grid, process, tuple(shape[1:]), steps, float(t_start))  # float64 [N + 1], on the host
+    grid_times = resolve_grid(grid, process, tuple(shape[1:]), steps, float(t_start), sampler=sampler)  # float64, host
     with trusted_values():  # every value below is an input checked above or computed from them
         return _run_sampler(predict, process, tuple(shape), steps, sampler, seeds, x_start, grid_times, dtype, device,
                             progress, check_outputs=checks.enabled)  # fmt: skip
@@ -306,7 +330,7 @@ def _run_sampler(predict, process, shape, steps, sampler, seeds, x_start, grid_t
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, desc=f"{sampler} sampling", unit="step")  # counts network calls, the last included
-    previous = None  # second order: (x_{t_{i−1}} before its step, x̂_0 at t_{i−1}, t_{i−1})
+    history = []  # multistep: (the state its step started from, x̂_0, t) of the last calls, newest first
     try:
         for i in range(steps):
             t = times[i].expand(batch)
@@ -323,21 +347,31 @@ def _run_sampler(predict, process, shape, steps, sampler, seeds, x_start, grid_t
                                      "contains NaN or Inf")  # fmt: skip
                 return x0_hat.to(dtype)
             x0_hat, t_next = x0_hat.to(dtype), times[i + 1].expand(batch)
-            if sampler not in SECOND_ORDER:
+            if sampler not in MULTISTEP_ORDER:
                 x = STEPS[sampler](process, x, x0_hat, t, t_next, seeds=seeds, stream=i + 1)
                 continue
-            if previous is None:  # one call so far: the first-order step
-                x_before, x = x, momentum_ode_step(process, x, x0_hat, t, t_next)
-            else:
-                x_previous, x0_previous, t_previous = previous
-                if sampler == "heun":  # x was predicted; redo t_{i−1} → t_i with x̂_0 linear between both calls
-                    x = second_order_step(process, x_previous, x0_previous, t_previous, t, x0_hat, t)
-                x_before, x = x, second_order_step(process, x, x0_hat, t, t_next, x0_previous, t_previous)
-            previous = (x_before, x0_hat, t)
+            order = MULTISTEP_ORDER[sampler]  # x̂_0 a polynomial through up to `order` calls (fewer at first)
+            if sampler in CORRECTED and history:  # x was predicted: redo t_{i−1} → t_i through the call at t_i
+                x_previous, x0_previous, t_previous = history[0]
+                redo_through = [(x0_hat, t), *((x0, time) for _, x0, time in history[1 : order - 1])]
+                x = _multistep_step(process, x_previous, x0_previous, t_previous, t, redo_through)
+            x_before = x
+            x = _multistep_step(process, x, x0_hat, t, t_next, [(x0, time) for _, x0, time in history[: order - 1]])
+            history = [(x_before, x0_hat, t), *history][: order - 1]
     finally:
         if bar is not None:
             bar.close()
     raise AssertionError("unreachable")
+
+
+def _multistep_step(process, x_t, x0_hat, t, t_next, others):
+    """The step t -> t_next with x̂_0 a polynomial in the log-SNR through ``x0_hat`` and the ``others`` [(x̂_0,
+    time), ...]: momentum_ode (none), second order (one) or third order (two)."""
+    if not others:
+        return momentum_ode_step(process, x_t, x0_hat, t, t_next)
+    if len(others) == 1:
+        return second_order_step(process, x_t, x0_hat, t, t_next, *others[0])
+    return third_order_step(process, x_t, x0_hat, t, t_next, *others[0], *others[1])
 
 
 def _check_denoiser_shape(x0_hat: object, x: torch.Tensor) -> None:

@@ -1,177 +1,212 @@
-"""Time grids of the samplers: the N + 1 times t_start = t_0 > t_1 > … > t_N = 0 of N network evaluations
-(the network is called at t_0 … t_{N−1}; DESIGN §1.3). ``sd.sample(..., grid=...)`` takes one of
+"""Time grids of the samplers: the N + 1 times t_start = t_0 > t_1 > … > t_N = 0 of N network evaluations (the
+network is called at t_0 … t_{N−1}; DESIGN §1.3). ``sd.sample(..., grid=...)`` takes one of :data:`GRIDS` or
+explicit times:
 
-- ``"uniform"`` (the default, DESIGN §1.3): t_i = t_start (1 − i/N).
-- ``"edm"``: the ρ-spacing of Karras et al. (2022) in σ, dense at low noise,
-      σ_i = (σ_s^{1/ρ} + (i/N)(σ_min^{1/ρ} − σ_s^{1/ρ}))^ρ, ρ = 7, σ_s = σ(t_start),
-  mapped back to t through σ(t) = σ_min (σ_max/σ_min)^t.
-- ``"information"``: equal steps in the Wasserstein-2 distance between the laws of the posterior mean
-  x̂_0(t) = E[x_0 | x_t], for data x_0 ~ N(0, diag λ) in the operator's basis. Per coefficient k,
-  x̂_0,k(t) ~ N(0, λ_k m_k(t)²) with m_k² = snr_k / (1 + snr_k), snr_k = λ_k d_k(t)² / σ_t², so
-      W2(law x̂_0(t), law x̂_0(t'))² = Σ_k λ_k (m_k(t) − m_k(t'))².
-  The arc length A(t) of that curve is blended with t, S(t) = (1 − u) A(t)/A(t_start) + u t/t_start, and the
-  nodes are equally spaced in S: steps go where each frequency is being resolved (for DCT blur, a window of
-  t per frequency), and the share u keeps some everywhere. λ defaults to the natural-image power law
-  λ ∝ 1/(1 + k² + l²) with a mean pixel variance of 0.25, seen in the operator's basis
-  (:func:`~softdiff.spectra.power_law_variance_in`); pass the data's own spectrum to :func:`information_grid` for
-  a tailored grid.
-- an explicit grid: a float sequence or 1-D tensor of N + 1 strictly decreasing times from t_start to 0.
+- ``"uniform"`` (the default), ``"edm"``, ``"information"``: grids given by a rule (:mod:`.fixed_grids`).
+- ``"optimized"``: the times that minimise the exact relative W2 of the sampler's output to the data law, for
+  Gaussian data with the given per-coefficient variances λ in the operator's basis (:func:`optimized_grid`).
+
+The optimisation. For such data every sampler's output law is known in closed form (:mod:`.closed_form`), and that
+law is a smooth function of the grid, so the grid can be fitted to it, like Sabour et al.'s "Align Your Steps"
+(2024) fits a grid to a bound on the KL divergence, here against the exact W2:
+
+    minimise over t_1 > … > t_{N−1}:   log( ‖√v_out(t) − √λ‖² / ‖√λ‖² )
+
+with t_0 = t_start and t_N = 0 fixed. The grid is monotone by construction: t_i = t_start (1 − Σ_{j<i} s_j) with
+steps s = m + (1 − N m) softmax(θ) ≥ m summing to 1 (m = 10⁻⁴), and θ is found by L-BFGS (strong-Wolfe line search) in float64, starting
+from the best of the uniform, EDM and information grids; a result worse than that start is never returned. It is
+deterministic (float64 on the CPU, no random start), and cached in memory by a key of all its inputs.
+
+The level schedule is what a trained network learned, so only the times move: the process is fixed. On a
+checkpoint ``sd.sample`` fits the grid to the data spectrum stored in it (``process.data_spectrum``, the variances of
+the data's coefficients); without one, to the natural-image power law of :mod:`.fixed_grids`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
 
-from .spectra import gaussian_basis, power_law_variance_in
+from .closed_form import output_variance_on
+from .fixed_grids import (
+    FIXED_GRIDS,
+    basis_variance,
+    check_explicit_grid,
+    edm_grid,
+    information_grid,
+    uniform_grid,
+)
+from .fixed_grids import (
+    resolve_grid as resolve_fixed_grid,
+)
+from .operators import require_basis
+from .prior import GaussianPrior
+from .sampler_kinds import SAMPLERS
 
-GRIDS = ("uniform", "edm", "information")
-EDM_RHO = 7.0
-INFORMATION_UNIFORM_SHARE = 0.5
+GRIDS = (*FIXED_GRIDS, "optimized")
+MAX_ITERATIONS = 100  # L-BFGS iterations (each one or a few closed-form evaluations and their gradients)
+MIN_STEP = 1e-4  # the smallest step, as a share of t_start (a sampler exact at any step, ancestral, would collapse)
+CACHE_SIZE = 64
+_CACHE: OrderedDict[str, torch.Tensor] = OrderedDict()
+
+__all__ = [
+    "GRIDS",
+    "check_explicit_grid",
+    "edm_grid",
+    "information_grid",
+    "optimized_grid",
+    "resolve_grid",
+    "uniform_grid",
+]
 
 
-def uniform_grid(steps: int, t_start: float = 1.0) -> torch.Tensor:
-    """t_i = t_start (1 − i/N), i = 0..N: float64 ``[N + 1]`` from t_start down to 0."""
-    _check_steps(steps)
-    return t_start * (1.0 - torch.arange(steps + 1, dtype=torch.float64) / steps)
-
-
-def edm_grid(process, steps: int, t_start: float = 1.0, *, rho: float = EDM_RHO) -> torch.Tensor:
-    """Karras et al.'s σ_i = (σ_s^{1/ρ} + (i/N)(σ_min^{1/ρ} − σ_s^{1/ρ}))^ρ as times: float64 ``[N + 1]``."""
-    _check_steps(steps)
-    if not isinstance(rho, (int, float)) or not math.isfinite(rho) or rho <= 0:
-        raise ValueError(f"rho must be a finite number > 0; got {rho!r}")
-    noise = process.noise
-    if noise.sigma_max == noise.sigma_min:
-        raise ValueError("the 'edm' grid spaces σ; it needs a noise schedule with sigma_max > sigma_min")
-    sigma_start = noise.sigma_min * (noise.sigma_max / noise.sigma_min) ** t_start
-    fraction = torch.arange(steps + 1, dtype=torch.float64) / steps
-    root = sigma_start ** (1 / rho) + fraction * (noise.sigma_min ** (1 / rho) - sigma_start ** (1 / rho))
-    times = torch.log(root.pow(rho) / noise.sigma_min) / math.log(noise.sigma_max / noise.sigma_min)
-    times[0], times[-1] = t_start, 0.0  # exact end points despite rounding
-    return times.clamp(0.0, t_start)
-
-
-def information_grid(
+def optimized_grid(
     process,
-    image_shape: Sequence[int],
+    variance: torch.Tensor,
     steps: int,
-    t_start: float = 1.0,
     *,
-    variance: torch.Tensor | None = None,
-    uniform_share: float = INFORMATION_UNIFORM_SHARE,
-    resolution: int = 1024,
+    sampler: str = "heun",
+    t_start: float = 1.0,
+    start_variance: str | torch.Tensor | None = None,
+    max_iterations: int = MAX_ITERATIONS,
 ) -> torch.Tensor:
-    """Equal W2 steps of the law of x̂_0(t) (see the module docstring), blended with uniform t.
+    """The N + 1 times that minimise the closed-form relative W2 of ``sampler`` (module docstring).
 
     Args:
-        process: the :class:`~softdiff.process.SoftDiffusionProcess`.
-        image_shape: (C, H, W).
-        steps: N.
+        process: the process (its operator must have a basis); fixed, only the times are fitted.
+        variance: λ, the data's variances per coefficient of the operator's basis, ``[C, H, W]``
+            (``process.data_spectrum.variance`` for a checkpoint's data).
+        steps: N, the number of network evaluations.
+        sampler: any of :data:`softdiff.samplers.SAMPLERS`.
         t_start: the first time.
-        variance: λ, the data's variances in the operator's basis ``[C, H, W]`` (default: see the module
-            docstring).
-        uniform_share: u in (0, 1]: the share of the grid spaced uniformly in t.
-        resolution: the number of intervals of the fine t lattice the arc length is integrated on.
+        start_variance: the law the sampler starts from, as :func:`softdiff.closed_form.output_variance`; None:
+            ``"prior"`` when the process's prior is N(0, σ_1² I) and t_start = 1, else ``"exact"`` (a start drawn
+            from the exact marginal: a fitted prior, or a restoration).
+        max_iterations: the L-BFGS iteration budget.
     Returns:
-        float64 ``[N + 1]`` from t_start down to 0, strictly decreasing.
+        float64 ``[N + 1]`` from t_start down to 0, strictly decreasing (a new tensor; cached by its inputs).
     """
-    _check_steps(steps)
-    if not isinstance(uniform_share, (int, float)) or not 0 < uniform_share <= 1:
-        raise ValueError(f"uniform_share must lie in (0, 1]; got {uniform_share!r}")
-    if not isinstance(resolution, int) or resolution < 16:
-        raise ValueError(f"resolution must be an int >= 16; got {resolution!r}")
-    channels, height, width = _image_shape(image_shape)
-    variance = _basis_variance(process, (channels, height, width), variance)
-    lattice = t_start * torch.linspace(0.0, 1.0, resolution + 1, dtype=torch.float64)  # increasing in t
-    distances = []  # W2 between the laws of x̂_0 at neighbouring lattice times
-    previous = None
-    for chunk in lattice.split(64):
-        d = process.operator.spectrum(process.level(chunk), height, width)  # [T, K, H, W]
-        snr = variance * d.square() / process.sigma(chunk).square().view(-1, 1, 1, 1)
-        m = torch.sqrt(snr / (1.0 + snr))  # [T, C, H, W]
-        if previous is not None:
-            m = torch.cat([previous, m])
-        distances.append(torch.sqrt((variance * (m[1:] - m[:-1]).square()).sum(dim=(1, 2, 3))))
-        previous = m[-1:]
-    arc = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cat(distances).cumsum(0)])
-    if float(arc[-1]) > 0:
-        progress = (1 - uniform_share) * arc / arc[-1] + uniform_share * lattice / t_start
-    else:  # nothing is resolved anywhere (e.g. zero variance): uniform
-        progress = lattice / t_start
-    targets = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
-    times = _interpolate(targets, progress, lattice)
-    times[0], times[-1] = t_start, 0.0
-    return times
-
-
-def resolve_grid(grid, process, image_shape: Sequence[int], steps: int, t_start: float) -> torch.Tensor:
-    """The grid ``sd.sample`` runs on: a name in :data:`GRIDS` or explicit times -> float64 ``[steps + 1]``."""
-    _check_steps(steps)
-    if isinstance(grid, str):
-        if grid == "uniform":
-            return uniform_grid(steps, t_start)
-        if grid == "edm":
-            return edm_grid(process, steps, t_start)
-        if grid == "information":
-            return information_grid(process, image_shape, steps, t_start)
-        raise ValueError(f"grid must be one of {', '.join(map(repr, GRIDS))} or a sequence of times; got {grid!r}")
-    return check_explicit_grid(grid, steps, t_start)
-
-
-def check_explicit_grid(grid, steps: int, t_start: float) -> torch.Tensor:
-    """An explicit grid: N + 1 finite, strictly decreasing times from t_start to 0 -> float64 ``[N + 1]``."""
-    if isinstance(grid, torch.Tensor):
-        times = grid.detach().to("cpu", torch.float64)
-    elif isinstance(grid, Sequence) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in grid):
-        times = torch.tensor([float(v) for v in grid], dtype=torch.float64)
-    else:
-        raise TypeError(
-            f"grid must be one of {', '.join(map(repr, GRIDS))}, a sequence of floats or a 1-D tensor; "
-            f"got {type(grid).__name__}"
-        )
-    if times.dim() != 1 or times.numel() != steps + 1:
-        raise ValueError(f"an explicit grid must hold steps + 1 = {steps + 1} times; got shape {tuple(times.shape)}")
-    if not bool(torch.isfinite(times).all()):
-        raise ValueError("grid contains NaN or Inf")
-    if not math.isclose(float(times[0]), t_start, rel_tol=0, abs_tol=1e-12) or float(times[-1]) != 0.0:
-        raise ValueError(
-            f"an explicit grid must run from t_start = {t_start:g} to 0; "
-            f"got {float(times[0]):g} to {float(times[-1]):g}"
-        )
-    if bool((times[1:] >= times[:-1]).any()):
-        raise ValueError("an explicit grid must be strictly decreasing (samplers run from t_start towards 0)")
-    return times
-
-
-def _check_steps(steps: int) -> None:
+    require_basis(process.operator, "an optimized time grid (the closed form)")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {', '.join(map(repr, SAMPLERS))}; got {sampler!r}")
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps must be an int >= 1; got {steps!r}")
+    if isinstance(t_start, bool) or not isinstance(t_start, (int, float)) or not 0 < t_start <= 1:
+        raise ValueError(f"t_start must be a float in (0, 1]; got {t_start!r}")
+    if not isinstance(max_iterations, int) or max_iterations < 0:
+        raise ValueError(f"max_iterations must be an int >= 0; got {max_iterations!r}")
+    t_start = float(t_start)
+    if not isinstance(variance, torch.Tensor) or variance.dim() != 3:
+        raise ValueError("variance must be a [C, H, W] tensor of coefficient variances in the operator's basis")
+    lam = basis_variance(process, tuple(variance.shape), variance)
+    start = _default_start(process, t_start) if start_variance is None else start_variance
+    key = _cache_key(process, lam, steps, sampler, t_start, start, max_iterations)
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key].clone()
+    times = _optimize(process, lam, steps, sampler, t_start, start, max_iterations)
+    _CACHE[key] = times
+    while len(_CACHE) > CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return times.clone()
 
 
-def _image_shape(image_shape: Sequence[int]) -> tuple[int, int, int]:
-    if len(image_shape) != 3 or any(not isinstance(n, int) or n < 1 for n in image_shape):
-        raise ValueError(f"image_shape must be (C, H, W) of positive ints; got {tuple(image_shape)}")
-    return tuple(image_shape)
+def resolve_grid(grid, process, image_shape: Sequence[int], steps: int, t_start: float, *,
+                 sampler: str = "momentum") -> torch.Tensor:  # fmt: skip
+    """The grid ``sd.sample`` runs on: a name in :data:`GRIDS` or explicit times -> float64 ``[steps + 1]``.
+    ``"optimized"`` fits the times to ``sampler`` on the process's data spectrum (the power law without one)."""
+    if isinstance(grid, str) and grid == "optimized":
+        require_basis(process.operator, "an optimized time grid (the closed form)")
+        return optimized_grid(process, sampling_variance(process, image_shape), steps, sampler=sampler,
+                              t_start=t_start)  # fmt: skip
+    if isinstance(grid, str) and grid not in FIXED_GRIDS:
+        raise ValueError(f"grid must be one of {', '.join(map(repr, GRIDS))} or a sequence of times; got {grid!r}")
+    return resolve_fixed_grid(grid, process, image_shape, steps, t_start)
 
 
-def _basis_variance(process, shape: tuple[int, int, int], variance: torch.Tensor | None) -> torch.Tensor:
-    """λ in the operator's basis, float64 ``[C, H, W]``: given, or the default of the module docstring."""
-    if variance is None:
-        return power_law_variance_in(gaussian_basis(process.operator), shape)
-    if not isinstance(variance, torch.Tensor) or tuple(variance.shape) != shape:
-        got = tuple(variance.shape) if isinstance(variance, torch.Tensor) else type(variance).__name__
-        raise ValueError(f"variance must be a tensor of shape {shape} (the data's variances in the basis); got {got}")
-    if not bool(torch.isfinite(variance).all()) or bool((variance < 0).any()):
-        raise ValueError("variance must be finite and >= 0")
-    return variance.detach().to("cpu", torch.float64)
+def sampling_variance(process, image_shape: Sequence[int]) -> torch.Tensor:
+    """λ for an optimised grid: the process's data spectrum when it has one for ``image_shape`` (C, H, W), else the
+    natural-image power law seen in the operator's basis; float64 ``[C, H, W]``."""
+    shape = tuple(image_shape)
+    spectrum = process.data_spectrum
+    if spectrum is not None and tuple(spectrum.variance.shape) == shape:
+        return spectrum.variance
+    return basis_variance(process, shape, None)
 
 
-def _interpolate(targets: torch.Tensor, progress: torch.Tensor, lattice: torch.Tensor) -> torch.Tensor:
-    """Invert the increasing map lattice -> progress at ``targets`` by linear interpolation."""
-    index = torch.searchsorted(progress, targets).clamp(1, progress.numel() - 1)
-    low, high = progress[index - 1], progress[index]
-    fraction = ((targets - low) / (high - low).clamp_min(torch.finfo(torch.float64).tiny)).clamp(0.0, 1.0)
-    return lattice[index - 1] + fraction * (lattice[index] - lattice[index - 1])
+def _default_start(process, t_start: float) -> str:
+    prior = process.prior
+    zero_mean = isinstance(prior, GaussianPrior) and not bool(torch.as_tensor(prior.mean).any())
+    return "prior" if zero_mean and t_start == 1.0 else "exact"
+
+
+def _log_w2_squared(process, lam, times, sampler, start) -> torch.Tensor:
+    """log(‖√v_out − √λ‖² / ‖√λ‖²), differentiable in ``times``."""
+    output = output_variance_on(lam, process, times, sampler, start_variance=start)
+    floor = torch.finfo(torch.float64).tiny
+    root = lam.sqrt()
+    distance = (output.clamp_min(floor).sqrt() - root).square().sum()
+    return torch.log(distance.clamp_min(floor)) - torch.log(lam.sum())
+
+
+def _times_of(logits: torch.Tensor, t_start: float) -> torch.Tensor:
+    """t_i = t_start (1 − Σ_{j<i} s_j), s = m + (1 − N m) softmax(logits) ``[N]`` -> ``[N + 1]``, t_0 = t_start,
+    t_N = 0 exactly; every step at least m = :data:`MIN_STEP` of t_start, so the times stay strictly decreasing."""
+    steps = logits.numel()
+    fractions = (MIN_STEP + (1 - steps * MIN_STEP) * torch.softmax(logits, dim=0)).cumsum(0)[:-1]
+    zero = torch.zeros(1, dtype=logits.dtype)
+    return torch.cat([torch.full((1,), t_start, dtype=logits.dtype), t_start * (1 - fractions).clamp_min(0.0), zero])
+
+
+def _optimize(process, lam, steps, sampler, t_start, start, max_iterations) -> torch.Tensor:
+    shape = tuple(lam.shape)
+    candidates = [uniform_grid(steps, t_start), information_grid(process, shape, steps, t_start, variance=lam)]
+    if process.noise.sigma_max > process.noise.sigma_min:
+        candidates.append(edm_grid(process, steps, t_start))
+    with torch.no_grad():
+        scores = [float(_log_w2_squared(process, lam, times, sampler, start)) for times in candidates]
+    best = candidates[min(range(len(candidates)), key=scores.__getitem__)]
+    if steps == 1 or max_iterations == 0:
+        return best
+    shares = ((best[:-1] - best[1:]) / t_start - MIN_STEP).clamp_min(MIN_STEP) / (1 - steps * MIN_STEP)
+    logits = torch.log(shares).requires_grad_(True)
+    optimizer = torch.optim.LBFGS(
+        [logits],
+        max_iter=max_iterations,
+        history_size=20,
+        tolerance_grad=1e-10,
+        tolerance_change=1e-12,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure():
+        optimizer.zero_grad()
+        loss = _log_w2_squared(process, lam, _times_of(logits, t_start), sampler, start)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        times = _times_of(logits, t_start)
+        found = float(_log_w2_squared(process, lam, times, sampler, start))
+    strictly_decreasing = bool((times[1:] < times[:-1]).all())
+    return times if strictly_decreasing and math.isfinite(found) and found < min(scores) else best
+
+
+def _cache_key(process, lam, steps, sampler, t_start, start, max_iterations) -> str:
+    digest = hashlib.sha256()
+    description = dict(operator=process.operator.to_dict(), noise=process.noise.to_dict(),
+                       levels=process.levels.to_dict(), steps=steps, sampler=sampler, t_start=t_start,
+                       start=start if isinstance(start, str) else "tensor", max_iterations=max_iterations)  # fmt: skip
+    digest.update(json.dumps(description, sort_keys=True, default=str).encode())
+    tensors = [lam, start] if isinstance(start, torch.Tensor) else [lam]
+    if sampler == "ancestral" and process.data_spectrum is not None:
+        tensors.append(process.data_spectrum.variance)
+    for tensor in tensors:
+        digest.update(tensor.detach().to("cpu", torch.float64).contiguous().numpy().tobytes())
+    return digest.hexdigest()
