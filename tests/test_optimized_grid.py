@@ -2,6 +2,7 @@
 exact, the optimum against a brute-force search, reproducibility, the cache, monotonicity in the budget, the issue's
 targets on the default process, and sd.sample(grid="optimized") on a process with a data spectrum."""
 
+import itertools
 import math
 
 import pytest
@@ -104,7 +105,7 @@ def test_the_optimized_w2_is_monotone_in_the_budget(sampler):
     process.data_spectrum = sd.oracle.GaussianDenoiser.power_law(process, (3, 8, 8)).data_spectrum()
     w2 = [w2_on(process, variance, time_grids.optimized_grid(process, variance, n, sampler=sampler), sampler)
           for n in (2, 3, 4, 6, 8, 12)]  # fmt: skip
-    assert all(b <= a * (1 + 1e-9) for a, b in zip(w2, w2[1:], strict=False)), w2
+    assert all(b <= a * (1 + 1e-9) for a, b in itertools.pairwise(w2)), w2
 
 
 def test_a_restoration_grid_starts_at_t_start_from_the_exact_marginal():

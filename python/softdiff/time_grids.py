@@ -13,8 +13,9 @@ law is a smooth function of the grid, so the grid can be fitted to it, like Sabo
     minimise over t_1 > … > t_{N−1}:   log( ‖√v_out(t) − √λ‖² / ‖√λ‖² )
 
 with t_0 = t_start and t_N = 0 fixed. The grid is monotone by construction: t_i = t_start (1 − Σ_{j<i} s_j) with
-steps s = m + (1 − N m) softmax(θ) ≥ m summing to 1 (m = 10⁻⁴), and θ is found by L-BFGS (strong-Wolfe line search) in float64, starting
-from the best of the uniform, EDM and information grids; a result worse than that start is never returned. It is
+steps s = m + (1 − N m) softmax(θ) ≥ m summing to 1 (m = 10⁻⁴), and θ is found by L-BFGS (strong-Wolfe line
+search) in float64, starting from the best of the uniform, EDM and information grids; a result worse than that
+start is never returned. It is
 deterministic (float64 on the CPU, no random start), and cached in memory by a key of all its inputs.
 
 The level schedule is what a trained network learned, so only the times move: the process is fixed. On a
