@@ -113,3 +113,30 @@ def test_the_device_error_names_the_devices_here(tmp_path, tiny_checkpoint):
     with pytest.raises(SystemExit, match=re.escape(f"softdiff.sample: --device 'tpu' is not a device torch knows; "
                                                    f"devices here: {there}")):  # fmt: skip
         main(["--ckpt", str(tiny_checkpoint), "--device", "tpu", "--out", str(tmp_path / "x")])
+
+
+def test_grid_optimized_samples_on_the_grid_fitted_to_the_sampler_and_fid_records_it(tmp_path, capsys,
+                                                                                       tiny_checkpoint):  # fmt: skip
+    """--grid optimized: the images are sd.sample's on optimized_grid(sampler, steps, the power law: this checkpoint
+    has no data spectrum), not the uniform grid's; softdiff.fid --grid passes it on and records it."""
+    import softdiff as sd
+    from softdiff.images import to_uint8
+    from softdiff.loading import load_model
+    from softdiff.time_grids import optimized_grid, sampling_variance
+
+    flags = ["--ckpt", str(tiny_checkpoint), "--seeds", "0-1", "--sampler", "heun", "--steps", "3", "--device", "cpu",
+             "--no-progress"]  # fmt: skip
+    assert main([*flags, "--grid", "optimized", "--out", str(tmp_path / "o.npy")]) == 0
+    assert main([*flags, "--out", str(tmp_path / "u.npy")]) == 0
+    denoiser, process, config = load_model(str(tiny_checkpoint), weights="ema", device=torch.device("cpu"))
+    shape = (3, config.resolution, config.resolution)
+    times = optimized_grid(process, sampling_variance(process, shape), 3, sampler="heun")
+    expected = sd.sample(denoiser, process, (2, *shape), steps=3, sampler="heun", seeds=[0, 1], grid=times)
+    optimized = np.load(tmp_path / "o.npy")
+    assert np.array_equal(optimized, to_uint8(expected.clamp(-1, 1)).numpy())
+    assert not np.array_equal(optimized, np.load(tmp_path / "u.npy"))
+    capsys.readouterr()
+    report = tmp_path / "fid.json"
+    assert fid.main(["--ckpt", str(tiny_checkpoint), "--n", "4", "--ref", "shapes:40", "--metrics", "randfd",
+                     "--grid", "optimized", "--json", str(report), *QUICK]) == 0  # fmt: skip
+    assert '"grid": "optimized"' in report.read_text()
