@@ -73,9 +73,10 @@ def load(checkpoint: Path):
 
 
 def sample_digits(model, *, n: int, nfe: int, sampler: str = "momentum", labels: torch.Tensor | None = None,
-                  guidance: float = 1.0) -> tuple[torch.Tensor, float]:  # fmt: skip
+                  guidance: float = 1.0, time_grid: str = "uniform") -> tuple[torch.Tensor, float]:  # fmt: skip
     """``n`` samples ``[n, C, H, W]`` in [-1, 1] of a :func:`load`-ed model (seeds 0..n-1) and the seconds they
-    took; ``labels`` ``[n]`` for a conditional model, sampled with guidance ``guidance``."""
+    took; ``labels`` ``[n]`` for a conditional model, sampled with guidance ``guidance``, on the time grid
+    ``time_grid`` (a name ``sd.sample`` takes)."""
     import softdiff as sd
 
     denoiser, process, config = model
@@ -87,25 +88,34 @@ def sample_digits(model, *, n: int, nfe: int, sampler: str = "momentum", labels:
             part_labels = None if labels is None else labels[first : first + count]
             parts.append(sd.sample(denoiser, process, (count, channels, config.resolution, config.resolution),
                                    steps=nfe, sampler=sampler, seeds=range(first, first + count), labels=part_labels,
-                                   guidance=guidance).clamp(-1, 1))  # fmt: skip
+                                   guidance=guidance, grid=time_grid).clamp(-1, 1))  # fmt: skip
     return torch.cat(parts), time.perf_counter() - start
 
 
 def score_cell(model, reference, *, n: int, nfe: int, sampler: str = "momentum",
                labels: torch.Tensor | None = None, guidance: float = 1.0,
-               grid: Path | None = None) -> dict:  # fmt: skip
+               grid: Path | None = None, time_grid: str = "uniform") -> dict:  # fmt: skip
     """The digit metric of one cell (see the module docstring) of a :func:`load`-ed model, as a dict; ``grid``: also
     save the first 100 samples as a 10-column PNG (sorted by requested label when there are labels: a row per
-    digit)."""
+    digit); ``time_grid``: the sampler's time grid (a name ``sd.sample`` takes)."""
     from softdiff.images import save_image_grid
     from softdiff.metrics.digits import digit_scores
 
-    images, seconds = sample_digits(model, n=n, nfe=nfe, sampler=sampler, labels=labels, guidance=guidance)
+    images, seconds = sample_digits(
+        model, n=n, nfe=nfe, sampler=sampler, labels=labels, guidance=guidance, time_grid=time_grid
+    )
     if grid is not None:
         order = torch.argsort(labels[:100], stable=True) if labels is not None else torch.arange(min(100, n))
         save_image_grid(images[:100][order], grid, scale=2, columns=10)
     scores = digit_scores(images, reference, labels=labels).to_dict()
-    return scores | {"sampler": sampler, "nfe": nfe, "samples": n, "guidance": guidance, "sampling_seconds": seconds}
+    return scores | {
+        "sampler": sampler,
+        "nfe": nfe,
+        "samples": n,
+        "guidance": guidance,
+        "time_grid": time_grid,
+        "sampling_seconds": seconds,
+    }
 
 
 class ResultsFile:

@@ -238,3 +238,25 @@ def test_demo_mnist_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setattr(demo.subprocess, "Popen", lambda *a, **k: pytest.fail("trained a finished run again"))
     demo.main(argv)
     assert json.loads((out / "results.json").read_text())["results"] == results
+
+
+def test_grids_trained_end_to_end(tmp_path, monkeypatch):
+    """A 2-step conditional MNIST run, two grids at one NFE: every cell scored, the optimised grid's closed-form W2 on
+    the checkpoint's data spectrum no worse than the uniform one's, and a rerun that scores nothing again."""
+    from softdiff.cli.train import main as train
+
+    quick_classifier(monkeypatch)
+    run = tmp_path / "run"
+    assert train(["--preset", "smoke", "--data", "mnist", "--resolution", "16", "--cond", "class", "--steps", "2",
+                  "--out", str(run), "--threads", "1"]) == 0  # fmt: skip
+    grids = load("grids_trained")
+    out = tmp_path / "record"
+    argv = ["--ckpt", str(run), "--nfe", "3", "--samplers", "heun", "--grids", "uniform,optimized", "--samples", "10",
+            "--out", str(out)]  # fmt: skip
+    results = grids.main(argv)
+    assert set(results) == {"heun/uniform/3", "heun/optimized/3"}
+    assert all(r["count"] == 10 and r["time_grid"] in ("uniform", "optimized") for r in results.values())
+    assert results["heun/optimized/3"]["predicted_w2"] <= results["heun/uniform/3"]["predicted_w2"]
+    assert "| heun | optimized |" in (out / "grids_trained.md").read_text()
+    monkeypatch.setattr(grids.digit_cells, "score_cell", lambda *a, **k: pytest.fail("scored a cell again"))
+    assert grids.main(argv) == results
