@@ -4,7 +4,7 @@
         --out benchmarks/results/restore_operators-DATE --figure docs/operators.png
 
 For each run (a checkpoint trained with ``--operator ...``, unconditional) and each t in ``--times``: ``--n`` training
-images x_0 (the checkpoint's data, the first N) are corrupted to y = C_t x_0 + σ_t η (seeded), then restored
+images x_0 (the checkpoint's data, a seeded random subset) are corrupted to y = C_t x_0 + σ_t η (seeded), then restored
 
 - blind: ``--t-start auto`` (the maximum-likelihood level of each y, :mod:`softdiff.restoration`), the sampler from
   the estimated start, ``--nfe`` steps; and
@@ -37,6 +37,7 @@ from softdiff.spectra import gaussian_basis
 from softdiff_kernels import seeded_normal
 
 NOISE_STREAM = 2**32 - 2
+SUBSET_SEED = 0  # which training images are corrupted and restored
 
 
 def wiener(process, y: torch.Tensor, t: float) -> torch.Tensor:
@@ -82,8 +83,10 @@ def main(argv=None) -> int:
         data = load_data(config.data, size=config.resolution)
         if process.data_spectrum is None:  # a checkpoint from before the spectrum was stored: fit it here
             process.fit_data_spectrum(data.images)
-        x0 = to_model_range(data.images[: args.n])
-        labels = data.labels if config.data.startswith("mnist") else None
+        # a seeded random subset: the files are ordered (MNIST's first 32 digits are zeros and ones)
+        chosen = torch.randperm(len(data.images), generator=torch.Generator().manual_seed(SUBSET_SEED))[: args.n]
+        x0 = to_model_range(data.images[chosen])
+        labels = data.labels[chosen] if config.data.startswith("mnist") else None
         if labels is not None and classifier is None:
             from softdiff.metrics.digits import _predict, as_digits, digit_reference
 
@@ -104,7 +107,7 @@ def main(argv=None) -> int:
                 for key, images in (("label_kept_restored", restored), ("label_kept_wiener", linear)):
                     probabilities = classifier(images)
                     confident = probabilities.max(dim=1).values >= 0.9
-                    record[key] = float((confident & (probabilities.argmax(dim=1) == labels[: args.n])).float().mean())
+                    record[key] = float((confident & (probabilities.argmax(dim=1) == labels)).float().mean())
             records.append(record)
             print(json.dumps(record), flush=True)
             if args.figure and abs(t - args.figure_t) < 1e-9:
@@ -122,7 +125,9 @@ def main(argv=None) -> int:
                      f"{r['rms_wiener']:.3f} | {kept[0]} | {kept[1]} |")  # fmt: skip
     (out / "restore_operators.md").write_text("\n".join(lines) + "\n")
     if args.figure:
-        # a row per run: 6 clean | 6 corrupted | 6 restored
+        # a row per run: 6 clean | 6 corrupted | 6 restored (grey runs shown in RGB beside colour ones)
+        channels = max(part.shape[1] for part in rows)
+        rows = [part.expand(-1, channels, -1, -1) for part in rows]
         grid = torch.cat([torch.cat(rows[i : i + 3]) for i in range(0, len(rows), 3)])
         save_image_grid(grid, Path(args.figure), scale=2, columns=18)
     print(f"wrote {out}")

@@ -260,3 +260,29 @@ def test_grids_trained_end_to_end(tmp_path, monkeypatch):
     assert "| heun | optimized |" in (out / "grids_trained.md").read_text()
     monkeypatch.setattr(grids.digit_cells, "score_cell", lambda *a, **k: pytest.fail("scored a cell again"))
     assert grids.main(argv) == results
+
+
+def test_restore_operators_end_to_end(tmp_path, monkeypatch):
+    """Two 2-step runs (masking on MNIST, desaturation on the RGB shapes): every (run, t) record with the RMS of the
+    blind restoration and of the Wiener filter, the label metric for the digits only, and one figure row per run."""
+    from PIL import Image
+
+    from softdiff.cli.train import main as train
+
+    quick_classifier(monkeypatch)
+    runs = {"masking": ("mnist", "masking"), "desaturate": ("shapes:64", "desaturate")}
+    for name, (data, operator) in runs.items():
+        assert train(["--preset", "smoke", "--data", data, "--operator", operator, "--steps", "2", "--out",
+                      str(tmp_path / name), "--threads", "1"]) == 0  # fmt: skip
+    restore = load("restore_operators")
+    out, figure = tmp_path / "record", tmp_path / "figure.png"
+    restore.main(["--runs", ",".join(f"{n}={tmp_path / n}" for n in runs), "--times", "0.3,0.6", "--n", "4",
+                  "--nfe", "3", "--out", str(out), "--figure", str(figure), "--figure-t", "0.6"])  # fmt: skip
+    records = json.loads((out / "restore_operators.json").read_text())["records"]
+    assert [(r["run"], r["t"]) for r in records] == [(n, t) for n in runs for t in (0.3, 0.6)]
+    for r in records:
+        assert r["rms_restored"] > 0 and r["rms_wiener"] > 0 and r["n"] == 4
+        assert ("label_kept_restored" in r) == (r["run"] == "masking")
+    width, height = Image.open(figure).size
+    assert Image.open(figure).mode == "RGB" and width > 2 * height  # 2 rows of 18 images
+    assert (out / "restore_operators.md").read_text().count("| desaturate |") == 2
