@@ -115,10 +115,10 @@ def test_the_device_error_names_the_devices_here(tmp_path, tiny_checkpoint):
         main(["--ckpt", str(tiny_checkpoint), "--device", "tpu", "--out", str(tmp_path / "x")])
 
 
-def test_grid_optimized_samples_on_the_grid_fitted_to_the_sampler_and_fid_records_it(tmp_path, capsys,
+def test_time_grid_optimized_samples_on_the_grid_fitted_to_the_sampler_and_fid_records_it(tmp_path, capsys,
                                                                                        tiny_checkpoint):  # fmt: skip
-    """--grid optimized: the images are sd.sample's on optimized_grid(sampler, steps, the power law: this checkpoint
-    has no data spectrum), not the uniform grid's; softdiff.fid --grid passes it on and records it."""
+    """--time-grid optimized: the images are sd.sample's on optimized_grid(sampler, steps, the power law: this
+    checkpoint has no data spectrum), not the uniform grid's; softdiff.fid --time-grid passes it on and records it."""
     import softdiff as sd
     from softdiff.images import to_uint8
     from softdiff.loading import load_model
@@ -126,7 +126,7 @@ def test_grid_optimized_samples_on_the_grid_fitted_to_the_sampler_and_fid_record
 
     flags = ["--ckpt", str(tiny_checkpoint), "--seeds", "0-1", "--sampler", "heun", "--steps", "3", "--device", "cpu",
              "--no-progress"]  # fmt: skip
-    assert main([*flags, "--grid", "optimized", "--out", str(tmp_path / "o.npy")]) == 0
+    assert main([*flags, "--time-grid", "optimized", "--out", str(tmp_path / "o.npy")]) == 0
     assert main([*flags, "--out", str(tmp_path / "u.npy")]) == 0
     denoiser, process, config = load_model(str(tiny_checkpoint), weights="ema", device=torch.device("cpu"))
     shape = (3, config.resolution, config.resolution)
@@ -138,5 +138,5 @@ def test_grid_optimized_samples_on_the_grid_fitted_to_the_sampler_and_fid_record
     capsys.readouterr()
     report = tmp_path / "fid.json"
     assert fid.main(["--ckpt", str(tiny_checkpoint), "--n", "4", "--ref", "shapes:40", "--metrics", "randfd",
-                     "--grid", "optimized", "--json", str(report), *QUICK]) == 0  # fmt: skip
-    assert '"grid": "optimized"' in report.read_text()
+                     "--time-grid", "optimized", "--json", str(report), *QUICK]) == 0  # fmt: skip
+    assert '"time_grid": "optimized"' in report.read_text()

@@ -132,7 +132,7 @@ def generated_features(args, extractor: FeatureExtractor, model, seeds: list[int
     for start in starts:
         positions = mine[start : start + args.batch]
         images = sample(denoiser, process, (len(positions), *shape), steps=args.steps, sampler=args.sampler,
-                        grid=args.grid, seeds=[seeds[p] for p in positions], device=device, guidance=args.guidance,
+                        grid=args.time_grid, seeds=[seeds[p] for p in positions], device=device, guidance=args.guidance,
                         labels=None if labels is None else labels[positions].to(device))  # fmt: skip
         extractor.add(positions, to_uint8(images.clamp(-1, 1)).numpy(), source=f"samples of {args.ckpt}")
     features = extractor.result()
@@ -246,8 +246,12 @@ def score_command(argv) -> int:
     parser.add_argument("--seeds", default=None, help="generator seeds, e.g. 0-49999 (default 0..n-1)")
     parser.add_argument("--steps", type=int, default=100, help="network evaluations per sample (default 100)")
     parser.add_argument("--sampler", default="momentum", choices=SAMPLERS, help="sampler (default momentum)")
-    parser.add_argument("--grid", default="uniform", choices=GRIDS, help="time grid (default uniform; see "
-                        "python -m softdiff.sample --help)")  # fmt: skip
+    parser.add_argument(
+        "--time-grid",
+        default="uniform",
+        choices=GRIDS,
+        help="time grid of the sampler (default uniform; see python -m softdiff.sample --help)",
+    )
     parser.add_argument("--weights", default="ema", choices=("ema", "model"), help="EMA (default) or raw weights")
     parser.add_argument(
         "--labels",
@@ -302,7 +306,7 @@ def _score(args, argv, metrics, world: int, rank: int, device: torch.device) -> 
         model = load_model(args.ckpt, weights=args.weights, device=device, command=COMMAND)
         height = model[2].resolution
         samples_description = {"kind": "generator", "ckpt": args.ckpt, "weights": args.weights, "steps": args.steps,
-                               "sampler": args.sampler, "grid": args.grid,
+                               "sampler": args.sampler, "time_grid": args.time_grid,
                                "seeds": args.seeds or f"0-{len(seeds) - 1}",
                                "count": len(seeds)}  # fmt: skip
     else:
@@ -372,12 +376,12 @@ def digits_command(args, argv, device: torch.device) -> int:
             chunk = seeds[start : start + args.batch]
             part_labels = None if labels is None else labels[start : start + args.batch].to(device)
             images = sample(denoiser, process, (len(chunk), *shape), steps=args.steps, sampler=args.sampler,
-                            grid=args.grid, seeds=chunk, device=device, labels=part_labels,
+                            grid=args.time_grid, seeds=chunk, device=device, labels=part_labels,
                             guidance=args.guidance)  # fmt: skip
             parts.append(to_uint8(images.clamp(-1, 1)).cpu())  # quantised as a saved sample file is
         images = torch.cat(parts).permute(0, 3, 1, 2)  # NHWC -> [N, C, H, W], as the file branch below
         samples_description = {"kind": "generator", "ckpt": args.ckpt, "weights": args.weights, "steps": args.steps,
-                               "sampler": args.sampler, "grid": args.grid,
+                               "sampler": args.sampler, "time_grid": args.time_grid,
                                "seeds": args.seeds or f"0-{len(seeds) - 1}",
                                "labels": args.labels, "guidance": args.guidance}  # fmt: skip
     else:

@@ -1,7 +1,7 @@
 """``python -m softdiff.sample``: draw samples (or restore images) with a trained checkpoint.
 
     python -m softdiff.sample --ckpt runs/demo --n 64 --steps 100 --sampler momentum --out samples/
-    python -m softdiff.sample --ckpt runs/demo --n 64 --steps 20 --sampler heun --grid optimized --out fast/
+    python -m softdiff.sample --ckpt runs/demo --n 64 --steps 20 --sampler heun --time-grid optimized --out fast/
     python -m softdiff.sample --ckpt runs/demo/checkpoints/ckpt-00001200.pt --seeds 0-49999 --out samples.npz
     python -m softdiff.sample --ckpt runs/demo --restore photo.png --t-start 0.3 --out restored/
     python -m softdiff.sample --ckpt runs/pixelate --restore blocky.png --t-start auto --out restored/
@@ -115,7 +115,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seeds", default=None, help="seeds, e.g. 0-63 or 1,5,9 (inclusive ranges)")
     parser.add_argument("--steps", type=int, default=100, help="network evaluations per sample (default 100)")
     parser.add_argument("--sampler", default="momentum", choices=SAMPLERS, help="sampler (default momentum)")
-    parser.add_argument("--grid", default="uniform", choices=GRIDS,
+    parser.add_argument("--time-grid", default="uniform", choices=GRIDS,
                         help="time grid (default uniform); optimized: fitted to --sampler and --steps on the "
                              "checkpoint's data spectrum (seconds to a minute, once per process)")  # fmt: skip
     parser.add_argument("--out", required=True,
@@ -238,7 +238,7 @@ def main(argv=None) -> int:
                 t = torch.full((len(batch_seeds),), t_start, device=device)
                 x_start = x_start + process.sigma(t).view(-1, 1, 1, 1) * eta
         images = sample(denoiser, process, (len(batch_seeds), *shape), steps=args.steps, sampler=args.sampler,
-                        grid=args.grid, seeds=batch_seeds, x_start=x_start, t_start=t_start or 1.0, device=device,
+                        grid=args.time_grid, seeds=batch_seeds, x_start=x_start, t_start=t_start or 1.0, device=device,
                         labels=None if my_labels is None else my_labels[start : start + args.batch].to(device),
                         guidance=args.guidance, progress=not args.no_progress and rank == 0)  # fmt: skip
         images = images.clamp(-1, 1).cpu()

@@ -21,6 +21,7 @@ from ..networks import NETWORK_SIZES
 from ..operators import OPERATOR_NAMES, default_levels_max, operator_from_name
 from ..prior import PRIOR_CHOICES
 from ..samplers import SAMPLERS
+from ..time_grids import GRIDS
 
 LR_DECAYS = ("none", "cosine")
 CONDITIONINGS = ("none", "class")
@@ -132,6 +133,8 @@ class TrainConfig:
     # what it writes
     nfe: int = setting(50, "network evaluations per sample grid", low=1, resumable=True)
     sampler: str = setting("momentum", "sampler for grids", choices=SAMPLERS, resumable=True)
+    time_grid: str = setting("uniform", "the sampler's time grid for grids (optimized: fitted to --sampler and --nfe "
+                             "on the data spectrum)", choices=GRIDS, resumable=True)  # fmt: skip
     sample_count: int = setting(64, "images per sample grid", low=1, resumable=True)
     log_every: int = setting(25, "steps between log lines", low=1, resumable=True)
     ckpt_every: int = setting(250, "steps between checkpoints", low=1, resumable=True)

@@ -152,6 +152,7 @@ def save_samples(config, process, ema, out: Path, step: int, device, channels: i
         (config.sample_count, channels, config.resolution, config.resolution),
         steps=config.nfe,
         sampler=config.sampler,
+        grid=config.time_grid,
         seeds=range(config.sample_count),
         device=device,
         labels=None if labels is None else labels.to(device),
