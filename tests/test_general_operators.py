@@ -2,6 +2,7 @@
 references written here from their definitions: the Haar and colour bases, block averages, grey images, dense
 matrices of C, and the operator protocol's refusals."""
 
+import logging
 import math
 
 import numpy as np
@@ -351,3 +352,18 @@ def test_the_documented_user_operator_runs(generator):
         seeded_normal(torch.tensor([0, 1]), (1, 8, 8), 0)  # fmt: skip
     torch.testing.assert_close(x_t, expected, rtol=1e-5, atol=1e-5)
     assert sd.sample(lambda x, t: x, proc, (2, 1, 8, 8), steps=3, seeds=[0, 1]).shape == (2, 1, 8, 8)
+
+
+def test_an_operator_outside_the_fused_ops_says_once_how_it_runs(caplog):
+    """The Haar and colour bases and apply-only operators run their filter in PyTorch: one log line per operator and
+    device says so; the blur (one fused op) says nothing."""
+    sd.operators.say_unfused_once.cache_clear()
+    x = torch.rand(2, 3, 8, 8) * 2 - 1
+    with caplog.at_level(logging.INFO, logger="softdiff"):
+        for _ in range(2):
+            sd.Pixelate().apply(x, torch.full((2,), 1.0, dtype=torch.float64))
+            sd.Desaturate().apply(x, torch.full((2,), 0.5, dtype=torch.float64))
+            sd.DCTBlur().apply(x, torch.full((2,), 1.0, dtype=torch.float64))
+    lines = [r.getMessage() for r in caplog.records if r.name == "softdiff"]
+    assert len(lines) == 2 and "pixelate on cpu runs the basis change (Basis(channel='shared', spatial='haar'))" in \
+        lines[0] and lines[1].startswith("softdiff: desaturate on cpu runs the basis change")  # fmt: skip

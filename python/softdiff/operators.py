@@ -37,6 +37,7 @@ pixel op (``docs/operators.md`` says what runs where).
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -49,6 +50,15 @@ from ._checks import check_finite, check_images, check_values_enabled
 from .bases import Basis, haar_depth, haar_scales
 from .images import to_model_range
 from .schedules import default_blur_max
+
+logger = logging.getLogger("softdiff")
+
+
+@functools.cache
+def say_unfused_once(operator_label: str, device_type: str, how: str) -> None:
+    """Log once per (operator, device) that its filter runs outside the fused op family, and how."""
+    logger.info("softdiff: %s on %s runs %s, then the fused pixel op for α c + β η (the DCT blur, masking and the "
+                "identity run as one fused op)", operator_label, device_type, how)  # fmt: skip
 
 
 class Operator(ABC):
@@ -88,6 +98,7 @@ class Operator(ABC):
         η is the fused op's (the same for a seed whatever the operator).
         """
         dtype = sk.compute_dtype(a.dtype)
+        say_unfused_once(self.label, a.device.type, "its apply() once per term")
         difference = a.to(dtype) if a2 is None else a.to(dtype) - a2.to(dtype)
         total = sum(
             w.to(dtype).view(-1, 1, 1, 1) * self.apply(difference, lv.to(torch.float64))
@@ -246,6 +257,7 @@ class BasisOperator(Operator):
         if table.shape[1] == 1 and self.channel_basis == "shared" and self.basis.spatial in ("dct", "pixel"):
             apply = sk.dct_filter if self.basis.spatial == "dct" else sk.pixel_filter
             return apply(a, table=table[:, 0].to(dtype), **_cast_terms(terms, dtype))
+        say_unfused_once(self.label, a.device.type, f"the basis change ({self.basis}) in PyTorch")
         difference = a.to(dtype) if a2 is None else a.to(dtype) - a2.to(dtype)
         y = self.from_basis(table.to(dtype) * self.to_basis(difference))
         return add_affine_terms(y, a.dtype, alpha=alpha, c=c, beta=beta, noise=noise, seeds=seeds, stream=stream)
