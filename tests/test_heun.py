@@ -400,3 +400,31 @@ def test_second_order_samplers_in_half_precision_match_float32(generator):
         half = sd.sample(oracle, process, (2, 1, 6, 6), steps=6, sampler=sampler, seeds=[1, 2], dtype=torch.float16)
         assert half.dtype == torch.float16
         assert float((half.float() - full).abs().max()) < 50 * TOLERANCE[torch.float16] * float(full.abs().max())
+
+
+def test_global_error_order_of_the_multistep_samplers_on_the_exact_flow():
+    """The drivers (start-up steps, which calls each step uses, heun's redo) against the exact flow of Gaussian data:
+    the closed-form gain of the state called at t = 0.3 after M uniform steps from t = 1, against z_0.3 = (s_0.3/s_1)
+    z_1. Halving the step divides the error by ≈ 2^order: 4 for multistep, 8 for multistep3, 16 for heun3."""
+    from softdiff import closed_form
+
+    process = blur_process(sigma_max=80.0, blur_max=11.52 / 2)
+    variance = sd.oracle.GaussianDenoiser.power_law(process, (1, 16, 16)).variance
+
+    def law(t):
+        time = torch.tensor([t], dtype=torch.float64)
+        d = process.operator.spectrum(process.level(time), 16, 16)[0]
+        return d, float(process.sigma(time)), (d.square() * variance + process.sigma(time).square()).sqrt()
+
+    d, sigma, spread = law(0.3)
+    exact = variance * d / (d.square() * variance + sigma**2) * spread / law(1.0)[2]  # x̂_0 = g z_0.3, z ∝ spread
+
+    def error(sampler, steps):
+        grid = torch.cat(
+            [torch.linspace(1.0, 0.3, steps + 1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)]
+        )
+        gain = closed_form.deterministic_gain(variance, process, steps + 1, sampler, grid=grid)
+        return float(((gain - exact) / exact).abs().max())
+
+    ratios = {s: error(s, 64) / error(s, 128) for s in ("multistep", "multistep3", "heun3")}
+    assert 3.5 < ratios["multistep"] < 4.6 and 6.5 < ratios["multistep3"] < 9.5 and ratios["heun3"] > 11, ratios
