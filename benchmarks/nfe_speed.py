@@ -51,7 +51,7 @@ import softdiff as sd
 import softdiff_kernels as sk
 from softdiff import closed_form
 from softdiff.spectra import relative_w2
-from softdiff.time_grids import GRIDS, optimized_grid
+from softdiff.time_grids import EXACT_FOR_THE_FIT, GRIDS, optimized_grid
 
 NFES = (5, 10, 20, 35, 50, 100, 200, 500, 1000)
 MC_NFES = (5, 10, 35)
@@ -175,7 +175,7 @@ def exploration_records(args, seconds_per_call: dict[str, float]) -> list[dict]:
             for sampler in sd.samplers.SAMPLERS:
                 values = []
                 for nfe in args.explore_nfe:
-                    if grid == "optimized" and nfe > OPTIMIZED_NFE_MAX:
+                    if grid == "optimized" and (nfe > OPTIMIZED_NFE_MAX or sampler in EXACT_FOR_THE_FIT):
                         continue
                     start = time.perf_counter()
                     times = optimized_grid(process, variance, nfe, sampler=sampler) if grid == "optimized" else grid
@@ -186,7 +186,8 @@ def exploration_records(args, seconds_per_call: dict[str, float]) -> list[dict]:
                     records.append(dict(operator="dct_blur", sampler=sampler, nfe=nfe, w2_rel=w2, method="closed_form",
                                         seconds=seconds_per_call[sampler] * nfe, seconds_source="extrapolated",
                                         grid=grid, levels=label, explored=True, grid_seconds=grid_seconds))  # fmt: skip
-                print(f"{label:>38} {grid:>11} {sampler:>12}: " + " ".join(f"{v:.4f}" for v in values), flush=True)
+                if values:
+                    print(f"{label:>38} {grid:>11} {sampler:>12}: " + " ".join(f"{v:.4f}" for v in values), flush=True)
     return records
 
 
@@ -485,7 +486,8 @@ def _exploration_table(records: list[dict], nfes) -> str:
     for levels, grid, sampler in combos:
         key = (levels, grid, sampler)
         values = {r["nfe"]: r["w2_rel"] for r in rows if (r["levels"], r["grid"], r["sampler"]) == key}
-        lines.append(f"| {levels} | {grid} | {sampler} | " + " | ".join(f"{values[n]:.4f}" for n in nfes) + " |")
+        cells = (f"{values[n]:.4f}" if n in values else "" for n in nfes)
+        lines.append(f"| {levels} | {grid} | {sampler} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

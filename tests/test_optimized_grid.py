@@ -98,7 +98,7 @@ def test_the_grid_is_reproducible_decreasing_and_beats_every_fixed_grid():
         assert optimized < 0.5 * w2_on(process, variance, fixed, "heun"), grid
 
 
-@pytest.mark.parametrize("sampler", ["momentum", "heun", "heun3", "ancestral"])
+@pytest.mark.parametrize("sampler", ["momentum", "naive", "heun", "heun3"])
 def test_the_optimized_w2_is_monotone_in_the_budget(sampler):
     process = blur_process()
     variance = power_law_variance((3, 8, 8))
@@ -179,6 +179,8 @@ def test_optimized_grid_names_what_is_wrong():
         sd.sample(lambda x, t: x, matrix_free, (1, 1, 8, 8), steps=4, sampler="momentum", seeds=[0], grid="optimized")
     with pytest.raises(ValueError, match="sampler must be one of"):
         time_grids.optimized_grid(process, variance, 4, sampler="euler")
+    with pytest.raises(ValueError, match="the ancestral sampler is exact for the Gaussian"):
+        time_grids.optimized_grid(process, variance, 4, sampler="ancestral")
     with pytest.raises(ValueError, match="steps must be an int"):
         time_grids.optimized_grid(process, variance, 0)
     with pytest.raises(ValueError, match="t_start must be"):

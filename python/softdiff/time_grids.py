@@ -51,7 +51,8 @@ from .sampler_kinds import SAMPLERS
 
 GRIDS = (*FIXED_GRIDS, "optimized")
 MAX_ITERATIONS = 100  # L-BFGS iterations (each one or a few closed-form evaluations and their gradients)
-MIN_STEP = 1e-4  # the smallest step, as a share of t_start (a sampler exact at any step, ancestral, would collapse)
+MIN_STEP = 1e-4  # the smallest step, as a share of t_start: the grid stays strictly decreasing
+EXACT_FOR_THE_FIT = ("ancestral",)  # exact for Gaussian data at any NFE: the W2 fit has no informative optimum
 CACHE_SIZE = 64
 _CACHE: OrderedDict[str, torch.Tensor] = OrderedDict()
 
@@ -83,7 +84,7 @@ def optimized_grid(
         variance: λ, the data's variances per coefficient of the operator's basis, ``[C, H, W]``
             (``process.data_spectrum.variance`` for a checkpoint's data).
         steps: N, the number of network evaluations.
-        sampler: any of :data:`softdiff.samplers.SAMPLERS`.
+        sampler: any of :data:`softdiff.samplers.SAMPLERS` but ``"ancestral"`` (exact for the Gaussian: refused).
         t_start: the first time.
         start_variance: the law the sampler starts from, as :func:`softdiff.closed_form.output_variance`; None:
             ``"prior"`` when the process's prior is N(0, σ_1² I) and t_start = 1, else ``"exact"`` (a start drawn
@@ -95,6 +96,10 @@ def optimized_grid(
     require_basis(process.operator, "an optimized time grid (the closed form)")
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {', '.join(map(repr, SAMPLERS))}; got {sampler!r}")
+    if sampler in EXACT_FOR_THE_FIT:
+        raise ValueError(f"the {sampler} sampler is exact for the Gaussian an optimized grid is fitted to, so the fit "
+                         "is degenerate (every step but the last at t ≈ t_start, which would fail a trained network): "
+                         "use the uniform or information grid")  # fmt: skip
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps must be an int >= 1; got {steps!r}")
     if isinstance(t_start, bool) or not isinstance(t_start, (int, float)) or not 0 < t_start <= 1:
