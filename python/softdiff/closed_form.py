@@ -174,8 +174,7 @@ def _start_variance(start, process, lam, coefficients: _GridCoefficients) -> tor
         return coefficients.d[0].square() * lam + coefficients.sigma[0].square()
     if start != "prior":
         raise ValueError(f"start_variance must be 'prior', 'exact' or a tensor; got {start!r}")
-    prior = process.prior
-    zero_mean = isinstance(prior, GaussianPrior) and not bool(torch.as_tensor(prior.mean).any())
+    zero_mean = isinstance(process.prior, GaussianPrior) and process.prior.zero_mean
     if not zero_mean or float(coefficients.times[0].detach()) != 1.0:
         raise ValueError(
             "start_variance='prior' needs t_start = 1 and the zero-mean GaussianPrior; pass 'exact' or variances"

@@ -38,6 +38,11 @@ class GaussianPrior:
             raise ValueError(f"mean must be a float or a [C, H, W] tensor; got shape {tuple(mean.shape)}")
         self.mean = mean
 
+    @property
+    def zero_mean(self) -> bool:
+        """Whether this is N(0, σ_1² I), the start the closed forms take as ``start_variance="prior"``."""
+        return not bool(torch.as_tensor(self.mean).any())
+
     def sample(self, process, shape, seeds: torch.Tensor, *, dtype: torch.dtype) -> torch.Tensor:
         """x_1 ``[B, C, H, W]`` for int64 ``seeds`` ``[B]``."""
         batch = seeds.shape[0]

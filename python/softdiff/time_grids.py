@@ -146,8 +146,7 @@ def sampling_variance(process, image_shape: Sequence[int]) -> torch.Tensor:
 
 
 def _default_start(process, t_start: float) -> str:
-    prior = process.prior
-    zero_mean = isinstance(prior, GaussianPrior) and not bool(torch.as_tensor(prior.mean).any())
+    zero_mean = isinstance(process.prior, GaussianPrior) and process.prior.zero_mean
     return "prior" if zero_mean and t_start == 1.0 else "exact"
 
 
