@@ -53,16 +53,18 @@ def write_markdown(path: Path, results: dict, meta: dict) -> None:
              f"balance / feature FD (floor {floor:.1f}; lower is better). W2: the closed form's relative W2 of that "
              "grid on the checkpoint's data spectrum (a Gaussian; the optimised grid minimises it).", ""]  # fmt: skip
     nfes = sorted({r["nfe"] for r in results.values()})
+    samplers = list(dict.fromkeys(r["sampler"] for r in results.values()))  # every invocation's cells, in order
+    grids = [g for g in GRIDS if any(r["time_grid"] == g for r in results.values())]
     lines += ["| sampler | grid | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
               "| --- | --- |" + " --- |" * len(nfes)]  # fmt: skip
-    for sampler in meta["samplers"]:
-        for grid in meta["grids"]:
+    for sampler in samplers:
+        for grid in grids:
             cells = {r["nfe"]: r for r in results.values() if (r["sampler"], r["time_grid"]) == (sampler, grid)}
             row = [f"{100 * c['confident']:.1f}% / {c['balance']:.3f} / **{c['feature_fd']:.0f}** (W2 "
                    f"{c['predicted_w2']:.3f})" if (c := cells.get(n)) else "" for n in nfes]  # fmt: skip
             lines.append(f"| {sampler} | {grid} | " + " | ".join(row) + " |")
     lines += ["", "Best feature FD per sampler and NFE:", ""]
-    for sampler in meta["samplers"]:
+    for sampler in samplers:
         for nfe in nfes:
             cells = [r for r in results.values() if (r["sampler"], r["nfe"]) == (sampler, nfe)]
             if cells:

@@ -503,8 +503,13 @@ def plot(result: dict, path: Path) -> None:
 
     records = result["records"]
     default_levels = result["oracle"]["default_levels"]
-    panels = [("dct_blur", "uniform"), ("identity", "uniform"), ("dct_blur", "information"), ("dct_blur", "edm"),
-              ("dct_blur", "optimized")]
+    panels = [
+        ("dct_blur", "uniform"),
+        ("identity", "uniform"),
+        ("dct_blur", "information"),
+        ("dct_blur", "edm"),
+        ("dct_blur", "optimized"),
+    ]
     figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2), sharey=True)
     colours = dict(zip(sd.samplers.SAMPLERS, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
     for axis, (operator, grid) in zip(axes, panels, strict=True):
