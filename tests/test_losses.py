@@ -58,6 +58,58 @@ def test_soft_loss_ignores_what_the_corruption_removes_and_cold_loss_does_not(ge
     assert torch.equal(soft[0], soft[1]) and cold[1] > cold[0] + 1
 
 
+@pytest.mark.parametrize("ahead", [0.05, 0.3])
+def test_loss_ahead_measures_the_error_through_the_operator_at_t_minus_ahead(ahead, generator):
+    """λ(t) ‖C_{max(t − Δ, 0)} (D − x_0)‖² with x_t still drawn at t, against the float64 blur reference."""
+    proc = make_process()
+    x0 = torch.rand(4, 3, 8, 7, generator=generator, dtype=torch.float64) * 2 - 1
+    noise = torch.randn(x0.shape, generator=generator, dtype=torch.float64)
+    t = torch.tensor([0.02, 0.3, 0.6, 1.0], dtype=torch.float64)
+    value = sd.soft_score_matching_loss(affine_denoiser, x0, proc, ahead=ahead, t=t, noise=noise, reduction="none")
+    sigma = 0.02 * 4000.0 ** t.numpy()
+    x_t = (
+        blur_reference(x0.numpy(), 3.0 * np.sin(np.pi * t.numpy() / 2) ** 2)
+        + sigma[:, None, None, None] * noise.numpy()
+    )
+    error = affine_denoiser(torch.from_numpy(x_t), t).numpy() - x0.numpy()
+    levels_ahead = 3.0 * np.sin(np.pi * np.maximum(t.numpy() - ahead, 0) / 2) ** 2
+    expected = (sigma**2 + 0.25) / (sigma * 0.5) ** 2 * (blur_reference(error, levels_ahead) ** 2).mean(axis=(1, 2, 3))
+    np.testing.assert_allclose(value.numpy(), expected, rtol=2e-6)
+    soft = sd.soft_score_matching_loss(affine_denoiser, x0, proc, t=t, noise=noise, reduction="none")
+    assert (value > soft).all()  # less blur ahead: more of the error is seen
+
+
+def test_loss_ahead_supervises_the_pixels_revealed_within_the_step(generator):
+    """Masking: a prediction changed on pixels hidden at t but revealed by t − Δ moves the loss ahead, not the soft
+    loss; one changed on pixels still hidden at t − Δ moves neither; Δ ≥ t is the cold loss."""
+    proc = make_process(sd.Masking(seed=0), sd.LevelSchedule.from_levels([0.0, 1.0]))
+    x0 = torch.rand(2, 3, 8, 8, generator=generator, dtype=torch.float64)
+    t = torch.tensor([0.6, 0.6], dtype=torch.float64)
+    noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
+    hidden_now = proc.apply(torch.ones_like(x0), t) == 0
+    hidden_ahead = proc.apply(torch.ones_like(x0), t - 0.2) == 0
+    revealed = hidden_now & ~hidden_ahead
+    assert revealed.any() and hidden_ahead.any()
+
+    def loss(shift, **kwargs):
+        return sd.soft_score_matching_loss(lambda x_t, t: affine_denoiser(x_t, t) + 5.0 * shift, x0, proc, t=t,
+                                           noise=noise, **kwargs)  # fmt: skip
+
+    zero = torch.zeros_like(x0)
+    assert torch.equal(loss(revealed), loss(zero)) and loss(revealed, ahead=0.2) > loss(zero, ahead=0.2) + 1
+    assert torch.equal(loss(hidden_ahead, ahead=0.2), loss(zero, ahead=0.2))
+    torch.testing.assert_close(loss(hidden_now, ahead=1.0), loss(hidden_now, loss="cold"), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("ahead", [-0.1, float("nan"), float("inf"), "0.1"])
+def test_loss_ahead_rejects_a_bad_value(ahead):
+    x0 = torch.zeros(1, 1, 4, 4)
+    with pytest.raises(ValueError, match="ahead must be a finite number"):
+        sd.soft_score_matching_loss(affine_denoiser, x0, make_process(), ahead=ahead)
+    with pytest.raises(ValueError, match="soft loss only"):
+        sd.soft_score_matching_loss(affine_denoiser, x0, make_process(), loss="cold", ahead=0.1)
+
+
 def test_loss_gradient_is_correct(generator):
     """gradcheck in float64 through the fused residual C_t(D − x_0)."""
     proc = make_process()

@@ -456,6 +456,8 @@ def test_train_rejects_bad_options(tmp_path):
         (["--sigma-min", "2", "--sigma-max", "1"], "--sigma-min must be <= --sigma-max (1.0); got 2.0"),
         (["--sigma-min", "0"], "--sigma-min must be > 0"),
         (["--grad-clip", "-1"], "--grad-clip must be >= 0"),
+        (["--loss-ahead", "1.5"], "--loss-ahead must lie in [0, 1]"),
+        (["--loss", "cold", "--loss-ahead", "0.02"], "--loss-ahead must be 0 with --loss cold"),
     ],
 )
 def test_bad_settings_are_named_before_anything_runs(flags, message):

@@ -6,6 +6,12 @@ The error is measured after corrupting the prediction: the minimiser satisfies C
 which is all the samplers need, and C_t is never inverted. ``loss="cold"`` is the plain ‖D − x_0‖² of Cold
 Diffusion, kept as the paper's ablation. t ~ U(ε, 1), stratified across the batch.
 
+``ahead = Δ > 0`` measures the soft error one step ahead, λ(t) ‖C_{max(t − Δ, 0)} (D − x_0)‖²: the minimiser then
+satisfies C_{t−Δ} D* = C_{t−Δ} E[x_0 | x_t], which is what a sampler's step t → t − Δ applies. Where C_t is singular
+(masking) the soft loss gives no gradient on a coefficient hidden at t, yet the step reveals it through
+C_{t−Δ} x̂_0; with Δ = 1/N (N the sampling steps) every coefficient revealed within the step is supervised. Δ = 0 is
+the soft loss; Δ ≥ 1 the cold one wherever C_0 = I.
+
 Weightings λ: ``"edm"`` 1 / c_out(σ)² = (σ² + σ_d²) / (σ σ_d)² (unit weight on the network output),
 ``"sigma2"`` 1 / σ², ``"none"`` 1. With ``"sigma2"`` the soft loss is exactly the noise-prediction loss of the
 corrupted domain: C_t(D − x_0) = σ_t (η − ε̂) with ε̂ = (x_t − C_t D) / σ_t, so λ ‖C_t(D − x_0)‖² = ‖ε̂ − η‖²; it is
@@ -78,6 +84,7 @@ def soft_score_matching_loss(
     *,
     weighting: str = "edm",
     loss: str = "soft",
+    ahead: float = 0.0,
     t: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
     seeds: torch.Tensor | None = None,
@@ -94,6 +101,7 @@ def soft_score_matching_loss(
         process: the :class:`~softdiff.process.SoftDiffusionProcess`.
         weighting: ``"edm"`` (default), ``"sigma2"`` or ``"none"``.
         loss: ``"soft"`` (default, ‖C_t(D − x_0)‖²) or ``"cold"`` (‖D − x_0‖², the ablation).
+        ahead: Δ ≥ 0, the soft loss's operator taken at max(t − Δ, 0) (module docstring); soft loss only.
         t: times ``[B]``; stratified U(eps, 1) when omitted.
         noise: explicit η ``[B, C, H, W]``; or
         seeds: one seed per sample (int64 ``[B]``) for the counter-based noise (a sample's noise then does not
@@ -107,6 +115,10 @@ def soft_score_matching_loss(
     check_choice("weighting", weighting, WEIGHTINGS)
     check_choice("loss", loss, LOSSES)
     check_choice("reduction", reduction, REDUCTIONS)
+    if not (isinstance(ahead, (int, float)) and math.isfinite(ahead) and ahead >= 0):
+        raise ValueError(f"ahead must be a finite number ≥ 0; got {ahead!r}")
+    if ahead and loss != "soft":
+        raise ValueError(f"ahead applies to the soft loss only; got loss={loss!r} with ahead={ahead}")
     # The values of x0, t, noise and of the denoiser's output are checked on the device and read back once, after
     # the forward pass (one host sync; none inside trusted_values, as in the training loop, whose NaN guard on the
     # loss covers them); shapes, dtypes and devices are checked up front.
@@ -127,8 +139,8 @@ def soft_score_matching_loss(
         x0_hat = denoiser(x_t, t) if labels is None else denoiser(x_t, t, labels)
         checks.images("denoiser output", x0_hat, like=x0, like_name="x0")
         if loss == "soft":
-            level = process.level(t)
-            residual = process.operator.combine(x0_hat, [level], [torch.ones_like(level)], a2=x0)  # C_t (D − x_0)
+            level = process.level((t - ahead).clamp(min=0) if ahead else t)
+            residual = process.operator.combine(x0_hat, [level], [torch.ones_like(level)], a2=x0)  # C_{t−Δ} (D − x_0)
         else:
             residual = x0_hat - x0
         reduce_dtype = compute_dtype(residual.dtype)

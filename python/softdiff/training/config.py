@@ -55,6 +55,14 @@ def _resolution_fits_net(config: TrainConfig) -> str | None:
     return None
 
 
+def _ahead_needs_soft(config: TrainConfig) -> str | None:
+    return (
+        "must be 0 with --loss cold (it moves the soft loss's operator)"
+        if config.loss_ahead and config.loss != "soft"
+        else None
+    )
+
+
 def _operator_named(config: TrainConfig) -> str | None:
     side = config.resolution
     try:
@@ -107,6 +115,9 @@ class TrainConfig:
     weighting: str = setting("auto", "loss weighting (auto: edm with --precond edm, sigma2 = noise prediction with "
                              "paper and wiener)", choices=("auto", *WEIGHTINGS))  # fmt: skip
     loss: str = setting("soft", "soft, or cold: the plain clean-image loss (the ablation)", choices=LOSSES)
+    loss_ahead: float = setting(0.0, "the soft loss's operator taken at t - Δ: 1/N supervises what an N-step "
+                                "sampler reveals within a step (masking); 0 = the paper's loss", low=0, high=1,
+                                rule=_ahead_needs_soft)  # fmt: skip
     t_power: float = setting(1.0, "training times t = ε + (1-ε) u^p, u stratified uniform: 1 = uniform (paper), "
                              "2 = half below 0.25", low=0, open_low=True)  # fmt: skip
     t_uniform: float = setting(0.0, "share w of the uniform map in t = ε + (1-ε)(w u + (1-w) u^p) (0: the power "

@@ -343,8 +343,8 @@ def train(config: TrainConfig, out: Path, *, preset: str = "custom") -> dict:
                 group["lr"] = lr
             with trusted_values():  # the data were checked when loaded; t, seeds and labels are drawn here
                 loss = soft_score_matching_loss(denoiser, x0, process, weighting=config.weighting, loss=config.loss,
-                                                t=t_global[mine].to(device), seeds=seeds_global[mine].to(device),
-                                                labels=labels)  # fmt: skip
+                                                ahead=config.loss_ahead, t=t_global[mine].to(device),
+                                                seeds=seeds_global[mine].to(device), labels=labels)  # fmt: skip
             # every rank sees the same loss and votes, and stops together
             vote = go_on if stop.signum is None else stop_here
             step_loss, stop_votes = global_mean(loss.detach(), vote, ddp)
