@@ -16,14 +16,13 @@ import torch
 
 import softdiff as sd
 from softdiff.images import save_image_grid
-from softdiff.loading import load_model
+from softdiff.loading import cycled, labels_to_draw, load_model
 
 
 def samples_of(ckpt: str, n: int, steps: int, sampler: str) -> torch.Tensor:
     """``n`` samples ``[n, C, H, W]`` in [-1, 1] of the checkpoint ``ckpt`` (seeds 0..n−1)."""
     denoiser, process, config = load_model(ckpt, weights="ema", device=torch.device("cpu"))
-    classes = denoiser.net.config.label_classes
-    labels = torch.arange(n) % classes if classes else None
+    labels = cycled(labels_to_draw(None, denoiser.net.config.label_classes), n)
     shape = (n, denoiser.net.config.image_channels, config.resolution, config.resolution)
     return sd.sample(denoiser, process, shape, steps=steps, sampler=sampler, seeds=range(n), labels=labels)
 

@@ -106,8 +106,11 @@ def test_loss_ahead_rejects_a_bad_value(ahead):
     x0 = torch.zeros(1, 1, 4, 4)
     with pytest.raises(ValueError, match="ahead must be a finite number"):
         sd.soft_score_matching_loss(affine_denoiser, x0, make_process(), ahead=ahead)
+
+
+def test_loss_ahead_is_refused_with_the_cold_loss():
     with pytest.raises(ValueError, match="soft loss only"):
-        sd.soft_score_matching_loss(affine_denoiser, x0, make_process(), loss="cold", ahead=0.1)
+        sd.soft_score_matching_loss(affine_denoiser, torch.zeros(1, 1, 4, 4), make_process(), loss="cold", ahead=0.1)
 
 
 def test_loss_gradient_is_correct(generator):
